@@ -1,0 +1,13 @@
+"""jadjoint: gradients of ODE-constrained objectives by the continuous adjoint."""
+
+import importlib.metadata
+
+from ._methods import (
+    AbstractAdjointMethod as AbstractAdjointMethod,
+    BacksolveAdjoint as BacksolveAdjoint,
+    InterpolatingAdjoint as InterpolatingAdjoint,
+)
+from ._problem import Problem as Problem
+from ._solve import Solution as Solution, solve as solve
+
+__version__ = importlib.metadata.version("jadjoint")

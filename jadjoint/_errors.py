@@ -1,0 +1,121 @@
+"""Input checks, and the messages users see when an input is wrong.
+
+Checks on shapes and structures run at trace time (`jax.eval_shape`, no FLOPs); checks
+on values run eagerly when the values are concrete and, where they can only be known at
+run time, through `eqx.error_if` so that they also work under `jit` and `vmap`.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import PyTree
+
+
+def check_callable(fn, name: str, *, optional: bool = False) -> None:
+    if fn is None and optional:
+        return
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a callable, got {type(fn).__name__}.")
+
+
+def _describe(tree: PyTree) -> str:
+    shapes = jtu.tree_map(lambda a: f"{jnp.dtype(a.dtype).name}{list(a.shape)}", tree)
+    return str(shapes)
+
+
+def check_floating(tree: PyTree, name: str) -> None:
+    """Every array leaf of `tree` must be a real floating-point array."""
+    for leaf in jtu.tree_leaves(tree):
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"`{name}` must contain only real floating-point arrays, got a leaf of "
+                f"dtype {dtype}. Convert it with `jnp.asarray(..., dtype=float)`."
+            )
+
+
+def _check_like(out: PyTree, like: PyTree, what: str, expected: str) -> None:
+    out_struct = jtu.tree_structure(out)
+    like_struct = jtu.tree_structure(like)
+    shapes_match = out_struct == like_struct and all(
+        o.shape == x.shape
+        for o, x in zip(jtu.tree_leaves(out), jtu.tree_leaves(like), strict=True)
+    )
+    if not shapes_match:
+        raise ValueError(
+            f"{what} must return {expected}: expected {_describe(like)}, got "
+            f"{_describe(out)}."
+        )
+
+
+def check_problem_outputs(problem, p: PyTree, t0, x0: PyTree) -> None:
+    """Trace `f`, `h` (or `vector_field`) and `g` once on abstract inputs and check
+    that each returns what the contract of [`jadjoint.Problem`][] says."""
+    x = jax.eval_shape(lambda: x0)
+    if problem.is_explicit:
+        out = jax.eval_shape(problem.vector_field, x0, p, t0)
+        _check_like(out, x, "`vector_field(x, p, t)`", "a pytree shaped like `x0`")
+    else:
+        out = jax.eval_shape(problem.h, x0, x0, p, t0)
+        _check_like(out, x, "`h(x, xdot, p, t)`", "a residual shaped like `x0`")
+    if problem.f is not None:
+        out = jax.eval_shape(problem.f, x0, p, t0)
+        leaves = jtu.tree_leaves(out)
+        if len(leaves) != 1 or leaves[0].shape != ():
+            raise ValueError(
+                f"`f(x, p, t)` must return a scalar, got {_describe(out)}. Sum the "
+                "running cost with `jnp.sum` if it has several terms."
+            )
+    if problem.g is not None:
+        out = jax.eval_shape(problem.g, x0, p)
+        _check_like(out, x, "`g(x0, p)`", "a residual shaped like `x0`")
+
+
+def _concrete(value) -> np.ndarray | None:
+    try:
+        return np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_interval(t0, t1) -> None:
+    for name, t in (("t0", t0), ("t1", t1)):
+        if jnp.shape(t) != ():
+            raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(t)}.")
+    a, b = _concrete(t0), _concrete(t1)
+    if a is not None and b is not None and not b > a:
+        raise ValueError(f"`t1` must be greater than `t0`, got t0={a}, t1={b}.")
+
+
+def check_saveat(ts, t0, t1) -> jax.Array:
+    """`ts` must be 1-D, strictly increasing and inside `[t0, t1]`; checked eagerly
+    when concrete, otherwise at run time with `eqx.error_if`."""
+    if jnp.ndim(ts) != 1 or jnp.shape(ts)[0] == 0:
+        raise ValueError(
+            f"`saveat` must be a non-empty 1-D array of times, got shape "
+            f"{jnp.shape(ts)}."
+        )
+    message = (
+        "`saveat` must be strictly increasing and lie inside [t0, t1]; "
+        "sort it and drop duplicates with `jnp.unique`."
+    )
+    bad = jnp.any(jnp.diff(ts) <= 0) | (ts[0] < t0) | (ts[-1] > t1)
+    concrete = _concrete(bad)
+    if concrete is not None:
+        if concrete:
+            raise ValueError(f"{message} Got {np.asarray(ts)}.")
+        return ts
+    return eqx.error_if(ts, bad, message)
+
+
+def check_options(**options: Callable) -> None:
+    for name, value in options.items():
+        if value is not None and not isinstance(value, eqx.Module):
+            raise TypeError(
+                f"`{name}` must be an instance (e.g. `{name}=diffrax.Tsit5()`), got "
+                f"{value!r}."
+            )

@@ -1,0 +1,80 @@
+"""The forward solve on diffrax: `g(x0, p) = 0` for `x0`, then `ẋ` from `h = 0`
+integrated together with the running cost `c(t) = ∫_{t0}^{t} f dt`."""
+
+import diffrax
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import optimistix as optx
+from jaxtyping import PyTree
+
+
+class Options(eqx.Module):
+    """How to integrate: shared by the forward and the backward solves."""
+
+    solver: diffrax.AbstractSolver
+    controller: diffrax.AbstractStepSizeController
+    max_steps: int = eqx.field(static=True)
+
+
+def xdot(problem, x: PyTree, p: PyTree, t) -> PyTree:
+    """`ẋ` with `h(x, ẋ, p, t) = 0`: the vector field for an explicit problem."""
+    if problem.is_explicit:
+        return problem.vector_field(x, p, t)
+    raise NotImplementedError(
+        "Problem(h) with an implicit `h` is not supported yet; write the dynamics as "
+        "`jadjoint.Problem.explicit(vector_field)`."
+    )
+
+
+def _augmented_rates(t, y, args):
+    """`(ẋ, ċ)` with `ċ = f(x, p, t)`: the cost integral rides along with the state."""
+    problem, p = args
+    x, _ = y
+    cost_rate = 0.0 if problem.f is None else problem.f(x, p, t)
+    return xdot(problem, x, p, t), jnp.asarray(cost_rate, _cost_dtype(x))
+
+
+def _cost_dtype(x: PyTree):
+    return jnp.result_type(*jtu.tree_leaves(x))
+
+
+def integrate(
+    problem,
+    p: PyTree,
+    x0: PyTree,
+    t0,
+    t1,
+    ts,
+    dt0,
+    options: Options,
+    *,
+    dense: bool,
+) -> diffrax.Solution:
+    """Solve from `t0` to `t1`, saving `(x, c)` at `ts` and at `t1` (and the dense
+    interpolant when `dense`)."""
+    y0 = (x0, jnp.zeros((), _cost_dtype(x0)))
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(_augmented_rates),
+        options.solver,
+        t0,
+        t1,
+        dt0,
+        y0,
+        args=(problem, p),
+        saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
+        stepsize_controller=options.controller,
+        max_steps=options.max_steps,
+    )
+
+
+def consistent_initial_state(g, x0_guess: PyTree, p: PyTree, tol: float) -> PyTree:
+    """`x0` with `g(x0, p) = 0`, by Newton from `x0_guess`.
+
+    Differentiated by optimistix's implicit-function rule, which is DESIGN.md §2's:
+    with `w(t0)` the adjoint at `t0`, `g_{x0}ᵀ μ = w(t0)` is solved (by lineax) and
+    `μᵀ g_p` added to the gradient of `p`. Raises at run time if Newton fails."""
+    solution = optx.root_find(
+        lambda x, p: g(x, p), optx.Newton(rtol=tol, atol=tol), x0_guess, args=p
+    )
+    return solution.value

@@ -1,0 +1,192 @@
+"""`solve`: the `custom_vjp` that ties the forward solve and the adjoint together."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, ArrayLike, PyTree, Real
+
+from ._adjoint import Params
+from ._errors import (
+    check_floating,
+    check_interval,
+    check_options,
+    check_problem_outputs,
+    check_saveat,
+)
+from ._forward import Options, consistent_initial_state, integrate
+from ._methods import AbstractAdjointMethod, InterpolatingAdjoint, backward_sweep
+from ._problem import Problem
+
+
+class Solution(eqx.Module):
+    """What [`jadjoint.solve`][] returns.
+
+    - `cost`: `F(p) = ∫_{t0}^{t1} f(x, p, t) dt` (zero without `f`). Differentiable.
+    - `ts`: the save times.
+    - `xs`: the states at `ts`, each leaf with a leading axis of `len(ts)`.
+        Differentiable.
+    - `x0`: the initial state used: the solution of `g(x0, p) = 0` when the problem
+        has `g`, else the `x0` given. Differentiable.
+    - `stats`: forward-solve statistics from diffrax (`num_steps`,
+        `num_accepted_steps`, `num_rejected_steps`).
+    """
+
+    cost: Array
+    ts: Array
+    xs: PyTree
+    x0: PyTree
+    stats: dict
+
+
+def _outputs(forward: diffrax.Solution):
+    xs_and_final, costs = forward.ys
+    xs = jtu.tree_map(lambda a: a[:-1], xs_and_final)
+    stats = {
+        key: forward.stats[key]
+        for key in ("num_steps", "num_accepted_steps", "num_rejected_steps")
+    }
+    return costs[-1], xs, stats
+
+
+@eqx.filter_custom_vjp
+def _solve_ode(inputs, t0, t1, ts, dt0, options, method):
+    p, x0, problem = inputs
+    forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=False)
+    return _outputs(forward)
+
+
+@_solve_ode.def_fwd
+def _solve_ode_fwd(perturbed, inputs, t0, t1, ts, dt0, options, method):
+    del perturbed
+    p, x0, problem = inputs
+    dense = method.keeps_dense_output
+    forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=dense)
+    return _outputs(forward), forward
+
+
+def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
+    """Cotangents arrive with `None` for symbolic zeros; `None` overall when all are."""
+    if all(leaf is None for leaf in jtu.tree_leaves(cotangent, is_leaf=_is_none)):
+        return None
+    return jtu.tree_map(
+        lambda ct, x: jnp.zeros_like(x) if ct is None else ct,
+        cotangent,
+        like,
+        is_leaf=_is_none,
+    )
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+@_solve_ode.def_bwd
+def _solve_ode_bwd(forward, cotangents, perturbed, inputs, t0, t1, ts, dt0, options, method):
+    cbar, xbar, _ = cotangents
+    p, x0, problem = inputs
+    p_perturbed, x0_perturbed, problem_perturbed = perturbed
+    if problem.f is None:
+        cbar = None
+    xs_and_final, _ = forward.ys
+    xbar = _materialise(xbar, jtu.tree_map(lambda a: a[:-1], xs_and_final))
+    diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
+    boundaries = jnp.concatenate([t0[None], ts, t1[None]])
+    steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
+    dt_guess = (t1 - t0) / steps
+    w0, q0 = backward_sweep(
+        method,
+        Params(diff, static),
+        forward,
+        boundaries,
+        xs_and_final,
+        xbar,
+        cbar,
+        dt_guess,
+        options,
+    )
+    p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
+    x0_grad = jtu.tree_map(
+        lambda w, perturbed: -w if perturbed else None, w0, x0_perturbed
+    )
+    return p_grad, x0_grad, problem_grad
+
+
+def solve(
+    problem: Problem,
+    p: PyTree,
+    t0: Real[ArrayLike, ""],
+    t1: Real[ArrayLike, ""],
+    x0: PyTree,
+    *,
+    saveat: Real[ArrayLike, " N"] | None = None,
+    adjoint: AbstractAdjointMethod = InterpolatingAdjoint(),
+    solver: diffrax.AbstractSolver = diffrax.Tsit5(),
+    rtol: float = 1e-6,
+    atol: float = 1e-8,
+    dt0: Real[ArrayLike, ""] | None = None,
+    max_steps: int = 4096,
+) -> Solution:
+    """Solve `h(x, ẋ, p, t) = 0` on `[t0, t1]` from the initial condition, and return
+    the cost `∫ f dt` and the states at `saveat`, differentiable by the continuous
+    adjoint method.
+
+    **Arguments:**
+
+    - `problem`: a [`jadjoint.Problem`][].
+    - `p`: the parameters: any pytree of floating-point arrays (or `None`).
+    - `t0`, `t1`: the time interval, `t0 < t1`.
+    - `x0`: the initial state (a pytree of floating-point arrays); with `problem.g`,
+        the initial guess of the Newton solve of `g(x0, p) = 0`.
+    - `saveat`: increasing times in `[t0, t1]` at which to return the state.
+        Default: `[t1]`.
+    - `adjoint`: how the adjoint is integrated backwards.
+    - `solver`: any diffrax solver, used forwards and backwards.
+    - `rtol`, `atol`: tolerances of the `diffrax.PIDController` (forward and
+        backward solves); Newton for `g` converges to 1e-3 of the tighter of them.
+    - `dt0`: the initial step of the forward solve; `None` picks it automatically.
+    - `max_steps`: the most steps any one solve may take; exceeding it raises.
+
+    **Returns:** a [`jadjoint.Solution`][].
+
+    Gradients flow to `p`, to `x0` (without `g`) and to the arrays that `f`, `h`, `g`
+    close over. Wrap the function that calls `solve` in `jax.jit`.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")
+    if not isinstance(adjoint, AbstractAdjointMethod):
+        raise TypeError(
+            "`adjoint` must be a jadjoint adjoint method such as "
+            f"`jadjoint.InterpolatingAdjoint()`, got {adjoint!r}."
+        )
+    check_options(solver=solver)
+    if not problem.is_explicit:
+        raise NotImplementedError(
+            "Problem(h) with an implicit `h` is not supported yet; write the dynamics "
+            "as `jadjoint.Problem.explicit(vector_field)`."
+        )
+    check_floating(p, "p")
+    check_floating(x0, "x0")
+    check_interval(t0, t1)
+    time_dtype = jnp.result_type(t0, t1, float if saveat is None else saveat, float)
+    t0 = jnp.asarray(t0, time_dtype)
+    t1 = jnp.asarray(t1, time_dtype)
+    ts = t1[None] if saveat is None else jnp.asarray(saveat, time_dtype)
+    ts = check_saveat(ts, t0, t1)
+    if dt0 is not None:
+        dt0 = jnp.asarray(dt0, time_dtype)
+    check_problem_outputs(problem, p, t0, x0)
+
+    if problem.g is not None:
+        dtype = jnp.result_type(*jtu.tree_leaves(x0))
+        newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
+        x0 = consistent_initial_state(problem.g, x0, p, newton_tol)
+    options = Options(
+        solver=solver,
+        controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        max_steps=max_steps,
+    )
+    converted = problem.closure_converted(x0, p, t0)
+    cost, xs, stats = _solve_ode((p, x0, converted), t0, t1, ts, dt0, options, adjoint)
+    return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats)
