@@ -1,6 +1,6 @@
 """The problem statement: running cost `f`, dynamics `h` and initial condition `g`.
 
-    F(p) = ∫_{t0}^{T} f(x, p, t) dt,   h(x, ẋ, p, t) = 0,   g(x(t0), p) = 0.
+F(p) = ∫_{t0}^{T} f(x, p, t) dt,   h(x, ẋ, p, t) = 0,   g(x(t0), p) = 0.
 """
 
 import dataclasses
@@ -19,9 +19,7 @@ class _ExplicitResidual(eqx.Module):
     vector_field: Callable
 
     def __call__(self, x, xdot, p, t):
-        return jtu.tree_map(
-            lambda d, v: d - v, xdot, self.vector_field(x, p, t)
-        )
+        return jtu.tree_map(lambda d, v: d - v, xdot, self.vector_field(x, p, t))
 
 
 class Problem(eqx.Module):
@@ -67,7 +65,9 @@ class Problem(eqx.Module):
         - `f`, `g`: as for [`jadjoint.Problem`][].
         """
         check_callable(vector_field, "vector_field")
-        return cls(h=_ExplicitResidual(vector_field), f=f, g=g, vector_field=vector_field)
+        return cls(
+            h=_ExplicitResidual(vector_field), f=f, g=g, vector_field=vector_field
+        )
 
     @property
     def is_explicit(self) -> bool:

@@ -2,7 +2,6 @@
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
@@ -83,7 +82,9 @@ def _is_none(x) -> bool:
 
 
 @_solve_ode.def_bwd
-def _solve_ode_bwd(forward, cotangents, perturbed, inputs, t0, t1, ts, dt0, options, method):
+def _solve_ode_bwd(
+    forward, cotangents, perturbed, inputs, t0, t1, ts, dt0, options, method
+):
     cbar, xbar, _ = cotangents
     p, x0, problem = inputs
     p_perturbed, x0_perturbed, problem_perturbed = perturbed
