@@ -64,3 +64,37 @@ def jump(w: PyTree, xbar_i: PyTree | None) -> PyTree:
     if xbar_i is None:
         return w
     return jtu.tree_map(jnp.subtract, w, xbar_i)
+
+
+def time_gradients(
+    problem, p, times, perturbed, x0, x_final, xs, w0, xbar, cbar
+) -> tuple:
+    """Gradients with respect to `(t0, t1, ts)`, each `None` unless perturbed:
+
+        dJ/dt_i = x̄_iᵀ ẋ(t_i),   dJ/dT = c̄ f(x(T), p, T),
+        dJ/dt0 = −c̄ f(x0, p, t0) + w(t0)ᵀ ẋ(t0)
+
+    (moving `t0` shifts the whole trajectory by `−ẋ(t0) δt0`, whose cost is
+    `(dJ/dx0)ᵀ(−ẋ(t0)) = w(t0)ᵀ ẋ(t0)`, and trims the integral)."""
+    t0, t1, ts = times
+    t0_on, t1_on, ts_on = perturbed
+
+    def running_cost(x, t):
+        return 0.0 if cbar is None else cbar * problem.f(x, p, t)
+
+    def dot(a, b):
+        return sum(jnp.sum(u * v) for u, v in zip(*map(jtu.tree_leaves, (a, b))))
+
+    t0_grad = t1_grad = ts_grad = None
+    if t0_on:
+        t0_grad = dot(w0, problem.vector_field(x0, p, t0)) - running_cost(x0, t0)
+        t0_grad = jnp.asarray(t0_grad, t0.dtype)
+    if t1_on:
+        t1_grad = jnp.asarray(running_cost(x_final, t1), t1.dtype)
+    if ts_on:
+        if xbar is None:
+            ts_grad = jnp.zeros_like(ts)
+        else:
+            rate = jax.vmap(problem.vector_field, (0, None, 0))(xs, p, ts)
+            ts_grad = jax.vmap(dot)(xbar, rate).astype(ts.dtype)
+    return t0_grad, t1_grad, ts_grad

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
-from ._adjoint import Params
+from ._adjoint import Params, time_gradients
 from ._errors import (
     check_floating,
     check_interval,
@@ -50,16 +50,16 @@ def _outputs(forward: diffrax.Solution):
 
 
 @eqx.filter_custom_vjp
-def _solve_ode(inputs, t0, t1, ts, dt0, options, method):
-    p, x0, problem = inputs
+def _solve_ode(inputs, dt0, options, method):
+    p, x0, problem, (t0, t1, ts) = inputs
     forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=False)
     return _outputs(forward)
 
 
 @_solve_ode.def_fwd
-def _solve_ode_fwd(perturbed, inputs, t0, t1, ts, dt0, options, method):
+def _solve_ode_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
-    p, x0, problem = inputs
+    p, x0, problem, (t0, t1, ts) = inputs
     dense = method.keeps_dense_output
     forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=dense)
     return _outputs(forward), forward
@@ -82,20 +82,18 @@ def _is_none(x) -> bool:
 
 
 @_solve_ode.def_bwd
-def _solve_ode_bwd(
-    forward, cotangents, perturbed, inputs, t0, t1, ts, dt0, options, method
-):
+def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method):
     cbar, xbar, _ = cotangents
-    p, x0, problem = inputs
-    p_perturbed, x0_perturbed, problem_perturbed = perturbed
+    p, x0, problem, (t0, t1, ts) = inputs
+    p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
     if problem.f is None:
         cbar = None
     xs_and_final, _ = forward.ys
-    xbar = _materialise(xbar, jtu.tree_map(lambda a: a[:-1], xs_and_final))
+    xs = jtu.tree_map(lambda a: a[:-1], xs_and_final)
+    xbar = _materialise(xbar, xs)
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
     boundaries = jnp.concatenate([t0[None], ts, t1[None]])
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
-    dt_guess = (t1 - t0) / steps
     w0, q0 = backward_sweep(
         method,
         Params(diff, static),
@@ -104,14 +102,16 @@ def _solve_ode_bwd(
         xs_and_final,
         xbar,
         cbar,
-        dt_guess,
+        (t1 - t0) / steps,
         options,
     )
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
-    x0_grad = jtu.tree_map(
-        lambda w, perturbed: -w if perturbed else None, w0, x0_perturbed
+    x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
+    x_final = jtu.tree_map(lambda a: a[-1], xs_and_final)
+    times_grad = time_gradients(
+        problem, p, (t0, t1, ts), times_perturbed, x0, x_final, xs, w0, xbar, cbar
     )
-    return p_grad, x0_grad, problem_grad
+    return p_grad, x0_grad, problem_grad, times_grad
 
 
 def solve(
@@ -189,5 +189,6 @@ def solve(
         max_steps=max_steps,
     )
     converted = problem.closure_converted(x0, p, t0)
-    cost, xs, stats = _solve_ode((p, x0, converted), t0, t1, ts, dt0, options, adjoint)
+    inputs = (p, x0, converted, (t0, t1, ts))
+    cost, xs, stats = _solve_ode(inputs, dt0, options, adjoint)
     return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats)

@@ -235,3 +235,29 @@ def test_solver_choice_is_respected():
         max_relative_error(jax.jit(jax.grad(loss))(LV_P), jax.jit(jax.grad(ref))(LV_P))
         < GRAD_RTOL
     )
+
+
+# --- gradients with respect to t0, t1 and the save times -----------------------------
+
+
+@ADJOINTS
+def test_time_gradients_match_closed_form(adjoint):
+    """x = x0 e^{−k(t − t0)}: F = |x0|² (1 − e^{−2k(T − t0)}) / (2k) plus
+    Σ sin(x(tᵢ)), differentiated with respect to t0, T and every tᵢ."""
+    k, x0 = 0.7, jnp.array([1.0, -2.0])
+
+    def loss(t0, t1, ts):
+        solution = ja.solve(
+            decay, {"k": k}, t0, t1, x0, saveat=ts, adjoint=adjoint, rtol=TOL, atol=TOL
+        )
+        return solution.cost + jnp.sum(jnp.sin(solution.xs))
+
+    def exact(t0, t1, ts):
+        cost = jnp.sum(x0**2) * (1 - jnp.exp(-2 * k * (t1 - t0))) / (2 * k)
+        xs = x0 * jnp.exp(-k * (ts - t0))[:, None]
+        return cost + jnp.sum(jnp.sin(xs))
+
+    times = (jnp.array(0.2), jnp.array(2.0), jnp.array([0.5, 1.1, 2.0]))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*times)
+    expected = jax.grad(exact, argnums=(0, 1, 2))(*times)
+    assert max_relative_error(grads, expected) < GRAD_RTOL

@@ -1,0 +1,110 @@
+"""Bad input gets an error naming the argument; failed solves raise, never return."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jadjoint as ja
+
+decay = ja.Problem.explicit(lambda x, k, t: -k * x, f=lambda x, k, t: jnp.sum(x**2))
+X0 = jnp.ones(2)
+# Under `jax.jit` an `eqx.error_if` surfaces as JAX's runtime error; eagerly or under
+# `eqx.filter_jit`, as equinox's.
+RUNTIME_ERRORS = (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError)
+
+
+def test_non_callable_functions():
+    with pytest.raises(TypeError, match="`vector_field` must be a callable"):
+        ja.Problem.explicit(3.0)
+    with pytest.raises(TypeError, match="`f` must be a callable"):
+        ja.Problem.explicit(lambda x, p, t: x, f="cost")
+    with pytest.raises(TypeError, match="`h` must be a callable"):
+        ja.Problem(None)
+
+
+def test_vector_field_wrong_shape():
+    problem = ja.Problem.explicit(lambda x, p, t: jnp.sum(x))
+    with pytest.raises(ValueError, match=r"`vector_field\(x, p, t\)` must return"):
+        ja.solve(problem, None, 0.0, 1.0, X0)
+
+
+def test_cost_not_scalar():
+    problem = ja.Problem.explicit(lambda x, p, t: -x, f=lambda x, p, t: x**2)
+    with pytest.raises(ValueError, match=r"`f\(x, p, t\)` must return a scalar"):
+        ja.solve(problem, None, 0.0, 1.0, X0)
+
+
+def test_initial_condition_wrong_shape():
+    problem = ja.Problem.explicit(lambda x, p, t: -x, g=lambda x0, p: x0[0])
+    with pytest.raises(ValueError, match=r"`g\(x0, p\)` must return"):
+        ja.solve(problem, None, 0.0, 1.0, X0)
+
+
+def test_integer_parameters_and_state():
+    with pytest.raises(TypeError, match="`p` must contain only real floating-point"):
+        ja.solve(decay, jnp.array(1), 0.0, 1.0, X0)
+    with pytest.raises(TypeError, match="`x0` must contain only real floating-point"):
+        ja.solve(decay, 0.5, 0.0, 1.0, jnp.ones(2, dtype=int))
+
+
+def test_interval_must_increase():
+    with pytest.raises(ValueError, match="`t1` must be greater than `t0`"):
+        ja.solve(decay, 0.5, 1.0, 1.0, X0)
+
+
+@pytest.mark.parametrize(
+    "saveat",
+    [jnp.array([0.5, 0.2]), jnp.array([0.5, 0.5]), jnp.array([0.5, 2.0]), -jnp.ones(1)],
+    ids=["decreasing", "repeated", "after-t1", "before-t0"],
+)
+def test_saveat_sorted_inside_interval(saveat):
+    with pytest.raises(ValueError, match="`saveat` must be strictly increasing"):
+        ja.solve(decay, 0.5, 0.0, 1.0, X0, saveat=saveat)
+
+
+def test_saveat_checked_at_run_time_under_jit():
+    solve = jax.jit(lambda ts: ja.solve(decay, 0.5, 0.0, 1.0, X0, saveat=ts).xs)
+    with pytest.raises(RUNTIME_ERRORS, match="strictly increasing"):
+        solve(jnp.array([0.5, 0.2]))
+
+
+def test_saveat_must_be_one_dimensional():
+    with pytest.raises(ValueError, match="non-empty 1-D array"):
+        ja.solve(decay, 0.5, 0.0, 1.0, X0, saveat=jnp.ones((2, 2)))
+
+
+def test_options_must_be_instances():
+    with pytest.raises(TypeError, match="`solver` must be an instance"):
+        ja.solve(decay, 0.5, 0.0, 1.0, X0, solver=diffrax.Tsit5)
+    with pytest.raises(TypeError, match="`adjoint` must be a jadjoint adjoint method"):
+        ja.solve(decay, 0.5, 0.0, 1.0, X0, adjoint=diffrax.BacksolveAdjoint())
+
+
+def test_implicit_h_not_yet_supported():
+    problem = ja.Problem(lambda x, xdot, p, t: xdot + x)
+    with pytest.raises(NotImplementedError, match="Problem.explicit"):
+        ja.solve(problem, None, 0.0, 1.0, X0)
+
+
+def test_max_steps_raises_forward_and_backward():
+    stiff = ja.Problem.explicit(lambda x, k, t: -k * x)
+    loss = lambda k: ja.solve(stiff, k, 0.0, 1.0, X0, max_steps=8).xs.sum()
+    with pytest.raises(RUNTIME_ERRORS, match="maximum number of solver steps"):
+        jax.jit(loss)(1e4)
+    with pytest.raises(RUNTIME_ERRORS, match="maximum number of solver steps"):
+        jax.jit(jax.grad(loss))(1e4)
+
+
+def test_newton_failure_for_g_raises():
+    problem = ja.Problem.explicit(lambda x, p, t: -x, g=lambda x0, p: x0**2 + 1.0)
+    with pytest.raises(RUNTIME_ERRORS):
+        jax.jit(lambda x0: ja.solve(problem, None, 0.0, 1.0, x0).xs)(X0)
+
+
+def test_forward_mode_is_a_clear_error():
+    """Forward mode through the adjoint is not supported: JAX's own message."""
+    cost = lambda k: ja.solve(decay, k, 0.0, 1.0, X0).cost
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
+        jax.jvp(cost, (jnp.array(0.5),), (jnp.array(1.0),))
