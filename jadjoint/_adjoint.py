@@ -83,7 +83,8 @@ def time_gradients(
         return 0.0 if cbar is None else cbar * problem.f(x, p, t)
 
     def dot(a, b):
-        return sum(jnp.sum(u * v) for u, v in zip(*map(jtu.tree_leaves, (a, b))))
+        pairs = zip(jtu.tree_leaves(a), jtu.tree_leaves(b), strict=True)
+        return sum(jnp.sum(u * v) for u, v in pairs)
 
     t0_grad = t1_grad = ts_grad = None
     if t0_on:
