@@ -12,9 +12,11 @@ With `w := h_ẋᵀ λ`, integrated backwards in time from `w(T) = 0`:
     dJ/dp = ∫ (c̄ f_p + λᵀ h_p) dt,   dJ/dx0 = −w(t0).
 
 The parameter integral is carried as `q` with `q̇ = c̄ f_pᵀ + h_pᵀ λ`, `q(T) = 0`, so
-that `dJ/dp = −q(t0)`. For an explicit ODE, `h = ẋ − φ`, `h_ẋ = I` and `λ = w`, and
-the products `λᵀ h_x = −λᵀ φ_x`, `λᵀ h_p = −λᵀ φ_p` come from a VJP of `φ` itself.
-No Jacobian is formed.
+that `dJ/dp = −q(t0)`. `λᵀ h_x`, `λᵀ h_p` and `f_x`, `f_p` come from one VJP of
+`(h, f)` at `(x, ẋ)`; only the solve with `h_ẋᵀ` (see `_implicit.py`) involves `h_ẋ`,
+and it is matrix-free for large states. For an explicit ODE, `h = ẋ − φ`, `h_ẋ = I`,
+`λ = w`, and the VJP is of `φ` itself. Integrating `w` rather than `λ` needs `h_ẋ`
+only pointwise: the `λ` form would need the extra term `−(d/dt h_ẋ)ᵀ λ`.
 
 References: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
 equations", NeurIPS 2018; Cao, Li, Petzold & Serban, "Adjoint sensitivity analysis
@@ -26,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
+
+from ._implicit import ImplicitSolves
 
 
 class Params(eqx.Module):
@@ -40,23 +44,47 @@ class Params(eqx.Module):
         return eqx.combine(self.diff if diff is None else diff, self.static)
 
 
-def adjoint_rates(
-    params: Params, x: PyTree, w: PyTree, t, cbar
-) -> tuple[PyTree, PyTree, PyTree]:
-    """`(ẋ, ẇ, q̇)` at `(x, w, t)` for an explicit ODE, by one VJP of `(φ, f)`:
-    `ẇ = −φ_xᵀ w + c̄ f_xᵀ`, `q̇ = −φ_pᵀ w + c̄ f_pᵀ`.
+class AdjointSystem(eqx.Module):
+    """The right-hand side of the adjoint ODE for given cotangents.
 
     `cbar` is the cotangent of the cost, or `None` when the cost is not
     differentiated (then `f` is not evaluated)."""
 
-    def dynamics(x, diff):
-        p, problem = params.combined(diff)
-        cost_rate = None if cbar is None else problem.f(x, p, t)
-        return problem.vector_field(x, p, t), cost_rate
+    params: Params
+    solves: ImplicitSolves
+    cbar: PyTree | None
 
-    (xdot, _), vjp = jax.vjp(dynamics, x, params.diff)
-    wdot, qdot = vjp((jtu.tree_map(jnp.negative, w), cbar))
-    return xdot, wdot, qdot
+    @property
+    def is_explicit(self) -> bool:
+        return self.params.combined()[1].is_explicit
+
+    def rates(
+        self, x: PyTree, w: PyTree, t, xdot_guess: PyTree | None = None
+    ) -> tuple[PyTree, PyTree, PyTree]:
+        """`(ẋ, ẇ, q̇)` at `(x, w, t)`: `ẇ = h_xᵀ λ + c̄ f_xᵀ`, `q̇ = h_pᵀ λ + c̄ f_pᵀ`
+        with `λ = h_ẋ^{-ᵀ} w`, by one VJP of `(h, f)` at `(x, ẋ)`.
+
+        For an explicit ODE the VJP is of `(φ, f)` with cotangent `(−w, c̄)`, which
+        needs no separate evaluation of `ẋ = φ`. `xdot_guess` starts Newton for an
+        implicit `h`."""
+        params, solves, cbar = self.params, self.solves, self.cbar
+        p, problem = params.combined()
+        if problem.is_explicit:
+            xdot, lam_cotangent = None, jtu.tree_map(jnp.negative, w)
+        else:
+            xdot = solves.xdot(problem, x, p, t, xdot_guess)
+            lam_cotangent = solves.lam(problem, x, xdot, p, t, w)
+
+        def dynamics(x, diff):
+            p, problem = params.combined(diff)
+            cost_rate = None if cbar is None else problem.f(x, p, t)
+            if problem.is_explicit:
+                return problem.vector_field(x, p, t), cost_rate
+            return problem.residual(x, xdot, p, t), cost_rate
+
+        (out, _), vjp = jax.vjp(dynamics, x, params.diff)
+        wdot, qdot = vjp((lam_cotangent, cbar))
+        return (out if xdot is None else xdot), wdot, qdot
 
 
 def jump(w: PyTree, xbar_i: PyTree | None) -> PyTree:
@@ -67,7 +95,7 @@ def jump(w: PyTree, xbar_i: PyTree | None) -> PyTree:
 
 
 def time_gradients(
-    problem, p, times, perturbed, x0, x_final, xs, w0, xbar, cbar
+    problem, solves, p, times, perturbed, x0, x_final, xs, w0, xbar, cbar
 ) -> tuple:
     """Gradients with respect to `(t0, t1, ts)`, each `None` unless perturbed:
 
@@ -88,7 +116,8 @@ def time_gradients(
 
     t0_grad = t1_grad = ts_grad = None
     if t0_on:
-        t0_grad = dot(w0, problem.vector_field(x0, p, t0)) - running_cost(x0, t0)
+        xdot0 = solves.xdot(problem, x0, p, t0)
+        t0_grad = dot(w0, xdot0) - running_cost(x0, t0)
         t0_grad = jnp.asarray(t0_grad, t0.dtype)
     if t1_on:
         t1_grad = jnp.asarray(running_cost(x_final, t1), t1.dtype)
@@ -96,6 +125,7 @@ def time_gradients(
         if xbar is None:
             ts_grad = jnp.zeros_like(ts)
         else:
-            rate = jax.vmap(problem.vector_field, (0, None, 0))(xs, p, ts)
+            xdot = lambda x, t: solves.xdot(problem, x, p, t)
+            rate = jax.vmap(xdot)(xs, ts)
             ts_grad = jax.vmap(dot)(xbar, rate).astype(ts.dtype)
     return t0_grad, t1_grad, ts_grad

@@ -56,12 +56,14 @@ def check_problem_outputs(problem, p: PyTree, t0, x0: PyTree) -> None:
     """Trace `f`, `h` (or `vector_field`) and `g` once on abstract inputs and check
     that each returns what the contract of [`jadjoint.Problem`][] says."""
     x = jax.eval_shape(lambda: x0)
-    if problem.is_explicit:
+    if problem.vector_field is not None:
         out = jax.eval_shape(problem.vector_field, x0, p, t0)
         _check_like(out, x, "`vector_field(x, p, t)`", "a pytree shaped like `x0`")
     else:
         out = jax.eval_shape(problem.h, x0, x0, p, t0)
         _check_like(out, x, "`h(x, xdot, p, t)`", "a residual shaped like `x0`")
+    if problem.mass is not None:
+        check_mass_matrix(problem.mass, x0, p, t0)
     if problem.f is not None:
         out = jax.eval_shape(problem.f, x0, p, t0)
         leaves = jtu.tree_leaves(out)
@@ -73,6 +75,27 @@ def check_problem_outputs(problem, p: PyTree, t0, x0: PyTree) -> None:
     if problem.g is not None:
         out = jax.eval_shape(problem.g, x0, p)
         _check_like(out, x, "`g(x0, p)`", "a residual shaped like `x0`")
+
+
+def check_mass_matrix(mass, x0: PyTree, p: PyTree, t0) -> None:
+    """`M` (or `M(x, p, t)`) must be `n × n`, `n` the number of state components,
+    and a concrete constant `M` must be nonsingular."""
+    n = sum(int(np.prod(leaf.shape)) for leaf in jtu.tree_leaves(x0))
+    out = jax.eval_shape(mass, x0, p, t0) if callable(mass) else mass
+    if out.shape != (n, n):
+        raise ValueError(
+            f"The mass matrix `M` must have shape ({n}, {n}) for a state with {n} "
+            f"components, got shape {out.shape}."
+        )
+    if callable(mass):
+        return
+    matrix = _concrete(mass)
+    if matrix is not None and np.linalg.cond(matrix) * np.finfo(matrix.dtype).eps > 1:
+        raise ValueError(
+            "The mass matrix `M` is singular: `Problem.mass_matrix` needs a nonsingular "
+            "`M` (an ODE). A singular `M` makes a differential-algebraic system, which "
+            "needs the DAE forms that are not available yet."
+        )
 
 
 def _concrete(value) -> np.ndarray | None:

@@ -8,6 +8,8 @@ import jax.tree_util as jtu
 import optimistix as optx
 from jaxtyping import PyTree
 
+from ._implicit import ImplicitSolves
+
 
 class Options(eqx.Module):
     """How to integrate: shared by the forward and the backward solves."""
@@ -15,24 +17,16 @@ class Options(eqx.Module):
     solver: diffrax.AbstractSolver
     controller: diffrax.AbstractStepSizeController
     max_steps: int = eqx.field(static=True)
-
-
-def xdot(problem, x: PyTree, p: PyTree, t) -> PyTree:
-    """`ẋ` with `h(x, ẋ, p, t) = 0`: the vector field for an explicit problem."""
-    if problem.is_explicit:
-        return problem.vector_field(x, p, t)
-    raise NotImplementedError(
-        "Problem(h) with an implicit `h` is not supported yet; write the dynamics as "
-        "`jadjoint.Problem.explicit(vector_field)`."
-    )
+    newton_tol: float = eqx.field(static=True)
 
 
 def _augmented_rates(t, y, args):
     """`(ẋ, ċ)` with `ċ = f(x, p, t)`: the cost integral rides along with the state."""
-    problem, p = args
+    problem, p, solves = args
     x, _ = y
     cost_rate = 0.0 if problem.f is None else problem.f(x, p, t)
-    return xdot(problem, x, p, t), jnp.asarray(cost_rate, _cost_dtype(x))
+    xdot = solves.xdot(problem, x, p, t)
+    return xdot, jnp.asarray(cost_rate, _cost_dtype(x))
 
 
 def _cost_dtype(x: PyTree):
@@ -52,8 +46,9 @@ def integrate(
     dense: bool,
 ) -> diffrax.Solution:
     """Solve from `t0` to `t1`, saving `(x, c)` at `ts` and at `t1` (and the dense
-    interpolant when `dense`)."""
+    interpolant when `dense`). Newton for an implicit `h` starts from `ẋ = 0`."""
     y0 = (x0, jnp.zeros((), _cost_dtype(x0)))
+    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol)
     return diffrax.diffeqsolve(
         diffrax.ODETerm(_augmented_rates),
         options.solver,
@@ -61,7 +56,7 @@ def integrate(
         t1,
         dt0,
         y0,
-        args=(problem, p),
+        args=(problem, p, solves),
         saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
         stepsize_controller=options.controller,
         max_steps=options.max_steps,

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._adjoint import Params, adjoint_rates, jump
+from ._adjoint import AdjointSystem, jump
 from ._forward import Options
 
 
@@ -29,14 +29,13 @@ class AbstractAdjointMethod(eqx.Module):
     @abc.abstractmethod
     def integrate_interval(
         self,
-        params: Params,
+        system: AdjointSystem,
         forward: diffrax.Solution,
         t_right,
         t_left,
         x_right: PyTree,
         w: PyTree,
         q: PyTree,
-        cbar,
         dt0,
         options: Options,
     ) -> tuple[PyTree, PyTree, jax.Array]:
@@ -62,17 +61,17 @@ def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Option
 
 
 def _interpolating_rates(t, y, args):
-    params, forward, cbar = args
+    system, forward = args
     w, q = y
     x, _ = forward.evaluate(t)
-    _, wdot, qdot = adjoint_rates(params, x, w, t, cbar)
+    xdot_guess = None if system.is_explicit else forward.derivative(t)[0]
+    _, wdot, qdot = system.rates(x, w, t, xdot_guess)
     return wdot, qdot
 
 
-def _backsolve_rates(t, y, args):
-    params, cbar = args
+def _backsolve_rates(t, y, system):
     x, w, q = y
-    return adjoint_rates(params, x, w, t, cbar)
+    return system.rates(x, w, t)
 
 
 class InterpolatingAdjoint(AbstractAdjointMethod):
@@ -86,7 +85,7 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
     keeps_dense_output: ClassVar[bool] = True
 
     def integrate_interval(
-        self, params, forward, t_right, t_left, x_right, w, q, cbar, dt0, options
+        self, system, forward, t_right, t_left, x_right, w, q, dt0, options
     ):
         del x_right
         (w, q), steps = _solve_backwards(
@@ -95,7 +94,7 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
             t_right,
             t_left,
             dt0,
-            (params, forward, cbar),
+            (system, forward),
             options,
         )
         return w, q, steps
@@ -110,7 +109,7 @@ class BacksolveAdjoint(AbstractAdjointMethod):
     keeps_dense_output: ClassVar[bool] = False
 
     def integrate_interval(
-        self, params, forward, t_right, t_left, x_right, w, q, cbar, dt0, options
+        self, system, forward, t_right, t_left, x_right, w, q, dt0, options
     ):
         del forward
         (_, w, q), steps = _solve_backwards(
@@ -119,7 +118,7 @@ class BacksolveAdjoint(AbstractAdjointMethod):
             t_right,
             t_left,
             dt0,
-            (params, cbar),
+            system,
             options,
         )
         return w, q, steps
@@ -135,12 +134,11 @@ def _next_step_guess(dt, length, steps):
 
 def backward_sweep(
     method: AbstractAdjointMethod,
-    params: Params,
+    system: AdjointSystem,
     forward: diffrax.Solution,
     boundaries: jax.Array,
     x_right: PyTree,
     xbar: PyTree | None,
-    cbar,
     dt_guess,
     options: Options,
 ) -> tuple[PyTree, PyTree]:
@@ -151,7 +149,7 @@ def backward_sweep(
     differentiated."""
     x_like = jtu.tree_map(lambda a: a[0], x_right)
     w = jtu.tree_map(jnp.zeros_like, x_like)
-    q = jtu.tree_map(jnp.zeros_like, params.diff)
+    q = jtu.tree_map(jnp.zeros_like, system.params.diff)
     if xbar is not None:
         zero_row = jtu.tree_map(lambda a: jnp.zeros_like(a[:1]), xbar)
         xbar = jtu.tree_map(lambda z, a: jnp.concatenate([z, a]), zero_row, xbar)
@@ -160,7 +158,7 @@ def backward_sweep(
         w, q, dt = carry
         t_left, t_right, x_end, xbar_left = inputs
         w, q, steps = method.integrate_interval(
-            params, forward, t_right, t_left, x_end, w, q, cbar, dt, options
+            system, forward, t_right, t_left, x_end, w, q, dt, options
         )
         w = jump(w, xbar_left)
         dt = _next_step_guess(dt, t_right - t_left, steps)

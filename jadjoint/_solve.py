@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
-from ._adjoint import Params, time_gradients
+from ._adjoint import AdjointSystem, Params, time_gradients
 from ._errors import (
     check_floating,
     check_interval,
@@ -15,6 +15,7 @@ from ._errors import (
     check_saveat,
 )
 from ._forward import Options, consistent_initial_state, integrate
+from ._implicit import ImplicitSolves
 from ._methods import AbstractAdjointMethod, InterpolatingAdjoint, backward_sweep
 from ._problem import Problem
 
@@ -94,14 +95,15 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
     boundaries = jnp.concatenate([t0[None], ts, t1[None]])
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
+    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol)
+    system = AdjointSystem(Params(diff, static), solves, cbar)
     w0, q0 = backward_sweep(
         method,
-        Params(diff, static),
+        system,
         forward,
         boundaries,
         xs_and_final,
         xbar,
-        cbar,
         (t1 - t0) / steps,
         options,
     )
@@ -109,7 +111,17 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
     x_final = jtu.tree_map(lambda a: a[-1], xs_and_final)
     times_grad = time_gradients(
-        problem, p, (t0, t1, ts), times_perturbed, x0, x_final, xs, w0, xbar, cbar
+        problem,
+        solves,
+        p,
+        (t0, t1, ts),
+        times_perturbed,
+        x0,
+        x_final,
+        xs,
+        w0,
+        xbar,
+        cbar,
     )
     return p_grad, x0_grad, problem_grad, times_grad
 
@@ -145,7 +157,8 @@ def solve(
     - `adjoint`: how the adjoint is integrated backwards.
     - `solver`: any diffrax solver, used forwards and backwards.
     - `rtol`, `atol`: tolerances of the `diffrax.PIDController` (forward and
-        backward solves); Newton for `g` converges to 1e-3 of the tighter of them.
+        backward solves); Newton (for `g`, and for `ẋ` of an implicit `h`) converges
+        to 1e-3 of the tighter of them.
     - `dt0`: the initial step of the forward solve; `None` picks it automatically.
     - `max_steps`: the most steps any one solve may take; exceeding it raises.
 
@@ -162,11 +175,6 @@ def solve(
             f"`jadjoint.InterpolatingAdjoint()`, got {adjoint!r}."
         )
     check_options(solver=solver)
-    if not problem.is_explicit:
-        raise NotImplementedError(
-            "Problem(h) with an implicit `h` is not supported yet; write the dynamics "
-            "as `jadjoint.Problem.explicit(vector_field)`."
-        )
     check_floating(p, "p")
     check_floating(x0, "x0")
     check_interval(t0, t1)
@@ -179,14 +187,15 @@ def solve(
         dt0 = jnp.asarray(dt0, time_dtype)
     check_problem_outputs(problem, p, t0, x0)
 
+    dtype = jnp.result_type(*jtu.tree_leaves(x0))
+    newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
     if problem.g is not None:
-        dtype = jnp.result_type(*jtu.tree_leaves(x0))
-        newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
         x0 = consistent_initial_state(problem.g, x0, p, newton_tol)
     options = Options(
         solver=solver,
         controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
+        newton_tol=newton_tol,
     )
     converted = problem.closure_converted(x0, p, t0)
     inputs = (p, x0, converted, (t0, t1, ts))
