@@ -90,11 +90,11 @@ def check_mass_matrix(mass, x0: PyTree, p: PyTree, t0) -> None:
     if callable(mass):
         return
     matrix = _concrete(mass)
-    if matrix is not None and np.linalg.cond(matrix) * np.finfo(matrix.dtype).eps > 1:
+    if matrix is not None and np.linalg.cond(matrix) > 1 / np.finfo(matrix.dtype).eps:
         raise ValueError(
-            "The mass matrix `M` is singular: `Problem.mass_matrix` needs a nonsingular "
-            "`M` (an ODE). A singular `M` makes a differential-algebraic system, which "
-            "needs the DAE forms that are not available yet."
+            "The mass matrix `M` is singular: `Problem.mass_matrix` needs it "
+            "nonsingular (an ODE). A singular `M` makes a differential-algebraic "
+            "system, which needs the DAE forms that are not available yet."
         )
 
 

@@ -20,10 +20,10 @@ from jaxtyping import PyTree
 DENSE_LIMIT = 128
 
 _SINGULAR = (
-    "is singular or the solve failed: Problem(h) needs `h_ẋ` nonsingular along the "
-    "solution (an ODE). A differential-algebraic system (singular `h_ẋ`) needs the DAE "
-    "forms (`Problem.semi_explicit`, a singular constant `M` in `Problem.mass_matrix`), "
-    "which are not available yet."
+    "is singular or the solve failed. The ODE forms need h_ẋ (M for "
+    "Problem.mass_matrix) nonsingular along the solution; a differential-algebraic "
+    "system (singular h_ẋ) needs the DAE forms (Problem.semi_explicit, a singular "
+    "constant M in Problem.mass_matrix), which are not available yet."
 )
 NEWTON_FAILED = "Newton's method for ẋ in h(x, ẋ, p, t) = 0 did not converge: h_ẋ " + (
     _SINGULAR
@@ -36,8 +36,11 @@ def _all_finite(tree: PyTree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(tree)]))
 
 
-def _check_finite(tree: PyTree, message: str) -> PyTree:
-    return eqx.error_if(tree, jnp.logical_not(_all_finite(tree)), message)
+def _checked(value: PyTree, solve_failed, message: str) -> PyTree:
+    """`value`, raising `message` at run time if the solve that gave it failed or it
+    is not finite (an LU of a singular matrix "succeeds" with infinities)."""
+    failed = solve_failed | jnp.logical_not(_all_finite(value))
+    return eqx.error_if(value, failed, message)
 
 
 class ImplicitSolves(eqx.Module):
@@ -72,8 +75,9 @@ class ImplicitSolves(eqx.Module):
         if transpose:
             operator = operator.T
             state, _ = lx.LU().transpose(state, {})
-        solution = lx.linear_solve(operator, flat, lx.LU(), state=state)
-        return unravel(solution.value)
+        solution = lx.linear_solve(operator, flat, lx.LU(), state=state, throw=False)
+        failed = solution.result != lx.RESULTS.successful
+        return _checked(unravel(solution.value), failed, SINGULAR_MASS)
 
     def xdot(self, problem, x: PyTree, p: PyTree, t, guess: PyTree | None = None):
         """`ẋ` with `h(x, ẋ, p, t) = 0`; `guess` starts Newton (default `ẋ = 0`)."""
@@ -81,8 +85,7 @@ class ImplicitSolves(eqx.Module):
             return problem.vector_field(x, p, t)
         if problem.mass is not None:
             rate = problem.vector_field(x, p, t)
-            xdot = self._mass_solve(problem, x, p, t, rate, transpose=False)
-            return _check_finite(xdot, SINGULAR_MASS)
+            return self._mass_solve(problem, x, p, t, rate, transpose=False)
         if guess is None:
             guess = jtu.tree_map(jnp.zeros_like, x)
         newton = optx.Newton(
@@ -91,21 +94,16 @@ class ImplicitSolves(eqx.Module):
         solution = optx.root_find(
             lambda xdot, _: problem.h(x, xdot, p, t), newton, guess, throw=False
         )
-        failed = (solution.result != optx.RESULTS.successful) | jnp.logical_not(
-            _all_finite(solution.value)
-        )
-        return eqx.error_if(solution.value, failed, NEWTON_FAILED)
+        failed = solution.result != optx.RESULTS.successful
+        return _checked(solution.value, failed, NEWTON_FAILED)
 
     def lam(self, problem, x: PyTree, xdot: PyTree, p: PyTree, t, w: PyTree):
         """`λ = h_ẋ^{-ᵀ} w`."""
         if problem.is_explicit:
             return w
         if problem.mass is not None:
-            lam = self._mass_solve(problem, x, p, t, w, transpose=True)
-            return _check_finite(lam, SINGULAR_MASS)
+            return self._mass_solve(problem, x, p, t, w, transpose=True)
         operator = lx.JacobianLinearOperator(lambda v, _: problem.h(x, v, p, t), xdot)
         solution = lx.linear_solve(operator.T, w, self._linear_solver(), throw=False)
-        failed = (solution.result != lx.RESULTS.successful) | jnp.logical_not(
-            _all_finite(solution.value)
-        )
-        return eqx.error_if(solution.value, failed, SINGULAR_TRANSPOSE)
+        failed = solution.result != lx.RESULTS.successful
+        return _checked(solution.value, failed, SINGULAR_TRANSPOSE)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
+from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem, jump
 from ._forward import Options
 
@@ -44,6 +45,7 @@ class AbstractAdjointMethod(eqx.Module):
 
 
 def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Options):
+    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`: diffrax in reversed time."""
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(rates),
         options.solver,
@@ -63,8 +65,8 @@ def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Option
 def _interpolating_rates(t, y, args):
     system, forward = args
     w, q = y
-    x, _ = forward.evaluate(t)
-    xdot_guess = None if system.is_explicit else forward.derivative(t)[0]
+    x, _ = dense_output.evaluate(forward, t)
+    xdot_guess = None if system.is_explicit else dense_output.derivative(forward, t)[0]
     _, wdot, qdot = system.rates(x, w, t, xdot_guess)
     return wdot, qdot
 

@@ -82,13 +82,7 @@ def test_options_must_be_instances():
         ja.solve(decay, 0.5, 0.0, 1.0, X0, adjoint=diffrax.BacksolveAdjoint())
 
 
-def test_implicit_h_not_yet_supported():
-    problem = ja.Problem(lambda x, xdot, p, t: xdot + x)
-    with pytest.raises(NotImplementedError, match="Problem.explicit"):
-        ja.solve(problem, None, 0.0, 1.0, X0)
-
-
-def test_max_steps_raises_forward_and_backward():
+def test_max_steps_raises_under_jit_and_grad():
     stiff = ja.Problem.explicit(lambda x, k, t: -k * x)
     loss = lambda k: ja.solve(stiff, k, 0.0, 1.0, X0, max_steps=8).xs.sum()
     with pytest.raises(RUNTIME_ERRORS, match="maximum number of solver steps"):
@@ -108,3 +102,32 @@ def test_forward_mode_is_a_clear_error():
     cost = lambda k: ja.solve(decay, k, 0.0, 1.0, X0).cost
     with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
         jax.jvp(cost, (jnp.array(0.5),), (jnp.array(1.0),))
+
+
+def test_singular_h_xdot_is_a_clear_error():
+    """h = (ẋ₀ − x₁, x₀ + x₁): the second row has no ẋ (a DAE), so Newton fails."""
+    dae = ja.Problem(lambda x, xdot, p, t: jnp.stack([xdot[0] - x[1], x[0] + x[1]]))
+    solve = jax.jit(lambda x0: ja.solve(dae, None, 0.0, 1.0, x0).xs)
+    with pytest.raises(RUNTIME_ERRORS, match="h_ẋ is singular.*DAE forms"):
+        solve(jnp.array([1.0, -1.0]))
+
+
+def test_singular_constant_mass_matrix():
+    problem = ja.Problem.mass_matrix(
+        jnp.diag(jnp.array([1.0, 0.0])), lambda x, p, t: -x
+    )
+    with pytest.raises(ValueError, match="mass matrix `M` is singular"):
+        ja.solve(problem, None, 0.0, 1.0, X0)
+
+
+def test_singular_mass_function_at_run_time():
+    singular = lambda x, p, t: jnp.diag(jnp.array([1.0, 0.0]))
+    problem = ja.Problem.mass_matrix(singular, lambda x, p, t: -x)
+    with pytest.raises(RUNTIME_ERRORS, match="mass matrix M is singular"):
+        jax.jit(lambda x0: ja.solve(problem, None, 0.0, 1.0, x0).xs)(X0)
+
+
+def test_mass_matrix_wrong_shape():
+    problem = ja.Problem.mass_matrix(jnp.eye(3), lambda x, p, t: -x)
+    with pytest.raises(ValueError, match=r"`M` must have shape \(2, 2\)"):
+        ja.solve(problem, None, 0.0, 1.0, X0)

@@ -1,0 +1,33 @@
+"""The forward solution at any time, from diffrax's dense output.
+
+`diffrax.DenseInterpolation.evaluate` returns NaN outside `[t0, t1]`. Some implicit
+solvers evaluate stages beyond the end of a step (Kvaerno5 at 1.23 h), so the backward
+solve's last step, ending at `t0`, would see NaNs and be rejected until `max_steps`.
+Here the first and last steps' polynomials are extrapolated instead, built from the
+public fields of the interpolation (`ts`, `infos`, `interpolation_cls`).
+"""
+
+import diffrax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import PyTree
+
+
+def _local_polynomial(interpolation: diffrax.DenseInterpolation, t):
+    steps = interpolation.ts_size - 1
+    index = jnp.searchsorted(interpolation.ts, t, side="left") - 1
+    index = jnp.clip(index, 0, jnp.maximum(steps - 1, 0))
+    infos = jtu.tree_map(lambda info: info[index], interpolation.infos)
+    return interpolation.interpolation_cls(
+        t0=interpolation.ts[index], t1=interpolation.ts[index + 1], **infos
+    )
+
+
+def evaluate(solution: diffrax.Solution, t) -> PyTree:
+    """The dense output at `t`, polynomially extrapolated outside `[t0, t1]`."""
+    return _local_polynomial(solution.interpolation, t).evaluate(t)
+
+
+def derivative(solution: diffrax.Solution, t) -> PyTree:
+    """The time derivative of the dense output at `t`."""
+    return _local_polynomial(solution.interpolation, t).derivative(t)
