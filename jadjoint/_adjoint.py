@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
+from ._errors import check_finite_adjoint_rates
 from ._implicit import ImplicitSolves
 
 
@@ -84,6 +85,8 @@ class AdjointSystem(eqx.Module):
 
         (out, _), vjp = jax.vjp(dynamics, x, params.diff)
         wdot, qdot = vjp((lam_cotangent, cbar))
+        if solves.throw:
+            wdot, qdot = check_finite_adjoint_rates((wdot, qdot))
         return (out if xdot is None else xdot), wdot, qdot
 
 

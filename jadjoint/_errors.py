@@ -142,3 +142,88 @@ def check_options(**options: Callable) -> None:
                 f"`{name}` must be an instance (e.g. `{name}=diffrax.Tsit5()`), got "
                 f"{value!r}."
             )
+
+
+def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
+    """Every trace-time check of [`jadjoint.solve`][]'s arguments; returns `t0`, `t1`,
+    the save times and `dt0` as arrays of one floating time dtype."""
+    from ._methods import AbstractAdjointMethod
+    from ._problem import Problem
+
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")
+    if not isinstance(adjoint, AbstractAdjointMethod):
+        raise TypeError(
+            "`adjoint` must be a jadjoint adjoint method such as "
+            f"`jadjoint.InterpolatingAdjoint()`, got {adjoint!r}."
+        )
+    check_options(solver=solver)
+    check_floating(p, "p")
+    check_floating(x0, "x0")
+    check_interval(t0, t1)
+    time_dtype = jnp.result_type(t0, t1, float if saveat is None else saveat, float)
+    t0 = jnp.asarray(t0, time_dtype)
+    t1 = jnp.asarray(t1, time_dtype)
+    ts = t1[None] if saveat is None else jnp.asarray(saveat, time_dtype)
+    ts = check_saveat(ts, t0, t1)
+    if dt0 is not None:
+        dt0 = jnp.asarray(dt0, time_dtype)
+    check_problem_outputs(problem, p, t0, x0)
+    return t0, t1, ts, dt0
+
+
+def _not_all_finite(tree: PyTree):
+    leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]
+    return jnp.logical_not(jnp.all(jnp.stack(leaves))) if leaves else False
+
+
+def check_finite_inputs(p: PyTree, x0: PyTree) -> PyTree:
+    """`x0`, raising at run time if `p` or `x0` holds a NaN or an infinity."""
+    bad = _not_all_finite((eqx.filter(p, eqx.is_inexact_array), x0))
+    return eqx.error_if(x0, bad, "`p` or `x0` contains NaN or inf.")
+
+
+def check_finite_outputs(outputs: PyTree) -> PyTree:
+    message = (
+        "The forward solve produced a non-finite cost or state (NaN or inf): the "
+        "solution may blow up on [t0, t1], or `f`, `h` may be undefined there."
+    )
+    return eqx.error_if(outputs, _not_all_finite(outputs), message)
+
+
+def check_finite_gradients(gradients: PyTree) -> PyTree:
+    message = (
+        "The adjoint solve produced a non-finite gradient (NaN or inf). Check the "
+        "cotangents, and whether `f`, `h` are differentiable along the solution."
+    )
+    return eqx.error_if(gradients, _not_all_finite(gradients), message)
+
+
+def check_finite_adjoint_rates(rates: PyTree) -> PyTree:
+    """Checked at every evaluation: a NaN there would otherwise make the backward
+    solve reject steps until `max_steps`, hiding the cause."""
+    message = (
+        "The adjoint ODE's right-hand side is non-finite (NaN or inf): `f` or `h` has "
+        "a non-finite derivative along the solution, so the gradient would be "
+        "non-finite."
+    )
+    return eqx.error_if(rates, _not_all_finite(rates), message)
+
+
+FORWARD_MODE = (
+    "jadjoint.solve is differentiated in reverse mode only: its derivative is the "
+    "adjoint (a `custom_vjp`). Use `jax.grad`, `jax.vjp` or `jax.jacrev`; for second "
+    "derivatives, reverse-over-reverse: `jax.jacrev(jax.grad(f))` instead of "
+    "`jax.hessian(f)`, and `jax.grad(lambda p: jnp.vdot(jax.grad(f)(p), v))` for a "
+    "Hessian-vector product. Forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) "
+    "is not supported."
+)
+
+
+def is_forward_mode(error: Exception, inputs: PyTree) -> bool:
+    """Whether `error` came from forward-mode differentiation of the `custom_vjp`:
+    JAX's own message, or any input being a forward-mode (JVP) tracer."""
+    if "forward-mode autodiff" in str(error):
+        return True
+    jvp_tracer = jax.interpreters.ad.JVPTracer
+    return any(isinstance(leaf, jvp_tracer) for leaf in jtu.tree_leaves(inputs))

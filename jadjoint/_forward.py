@@ -18,6 +18,7 @@ class Options(eqx.Module):
     controller: diffrax.AbstractStepSizeController
     max_steps: int = eqx.field(static=True)
     newton_tol: float = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
 
 
 def _augmented_rates(t, y, args):
@@ -48,7 +49,7 @@ def integrate(
     """Solve from `t0` to `t1`, saving `(x, c)` at `ts` and at `t1` (and the dense
     interpolant when `dense`). Newton for an implicit `h` starts from `ẋ = 0`."""
     y0 = (x0, jnp.zeros((), _cost_dtype(x0)))
-    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol)
+    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol, options.throw)
     return diffrax.diffeqsolve(
         diffrax.ODETerm(_augmented_rates),
         options.solver,
@@ -60,16 +61,23 @@ def integrate(
         saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
         stepsize_controller=options.controller,
         max_steps=options.max_steps,
+        throw=options.throw,
     )
 
 
-def consistent_initial_state(g, x0_guess: PyTree, p: PyTree, tol: float) -> PyTree:
+def consistent_initial_state(
+    g, x0_guess: PyTree, p: PyTree, tol: float, throw: bool
+) -> PyTree:
     """`x0` with `g(x0, p) = 0`, by Newton from `x0_guess`.
 
     Differentiated by optimistix's implicit-function rule, which is DESIGN.md §2's:
     with `w(t0)` the adjoint at `t0`, `g_{x0}ᵀ μ = w(t0)` is solved (by lineax) and
     `μᵀ g_p` added to the gradient of `p`. Raises at run time if Newton fails."""
     solution = optx.root_find(
-        lambda x, p: g(x, p), optx.Newton(rtol=tol, atol=tol), x0_guess, args=p
+        lambda x, p: g(x, p),
+        optx.Newton(rtol=tol, atol=tol),
+        x0_guess,
+        args=p,
+        throw=throw,
     )
     return solution.value

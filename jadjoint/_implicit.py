@@ -36,11 +36,14 @@ def _all_finite(tree: PyTree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(tree)]))
 
 
-def _checked(value: PyTree, solve_failed, message: str) -> PyTree:
+def _checked(value: PyTree, solve_failed, message: str, throw: bool) -> PyTree:
     """`value`, raising `message` at run time if the solve that gave it failed or it
-    is not finite (an LU of a singular matrix "succeeds" with infinities)."""
+    is not finite (an LU of a singular matrix "succeeds" with infinities). Without
+    `throw`, NaN instead, so that the failure is not silent."""
     failed = solve_failed | jnp.logical_not(_all_finite(value))
-    return eqx.error_if(value, failed, message)
+    if throw:
+        return eqx.error_if(value, failed, message)
+    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
 
 
 class ImplicitSolves(eqx.Module):
@@ -49,15 +52,16 @@ class ImplicitSolves(eqx.Module):
 
     tol: float = eqx.field(static=True)
     size: int = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
     mass_lu: PyTree | None
 
     @classmethod
-    def prepare(cls, problem, x: PyTree, tol: float) -> "ImplicitSolves":
+    def prepare(cls, problem, x: PyTree, tol: float, throw: bool) -> "ImplicitSolves":
         size = ravel_pytree(x)[0].size
         mass_lu = None
         if problem.mass is not None and not callable(problem.mass):
             mass_lu = lx.LU().init(lx.MatrixLinearOperator(problem.mass), {})
-        return cls(tol=tol, size=size, mass_lu=mass_lu)
+        return cls(tol=tol, size=size, throw=throw, mass_lu=mass_lu)
 
     def _linear_solver(self):
         if self.size <= DENSE_LIMIT:
@@ -77,7 +81,7 @@ class ImplicitSolves(eqx.Module):
             state, _ = lx.LU().transpose(state, {})
         solution = lx.linear_solve(operator, flat, lx.LU(), state=state, throw=False)
         failed = solution.result != lx.RESULTS.successful
-        return _checked(unravel(solution.value), failed, SINGULAR_MASS)
+        return _checked(unravel(solution.value), failed, SINGULAR_MASS, self.throw)
 
     def xdot(self, problem, x: PyTree, p: PyTree, t, guess: PyTree | None = None):
         """`ẋ` with `h(x, ẋ, p, t) = 0`; `guess` starts Newton (default `ẋ = 0`)."""
@@ -95,7 +99,7 @@ class ImplicitSolves(eqx.Module):
             lambda xdot, _: problem.h(x, xdot, p, t), newton, guess, throw=False
         )
         failed = solution.result != optx.RESULTS.successful
-        return _checked(solution.value, failed, NEWTON_FAILED)
+        return _checked(solution.value, failed, NEWTON_FAILED, self.throw)
 
     def lam(self, problem, x: PyTree, xdot: PyTree, p: PyTree, t, w: PyTree):
         """`λ = h_ẋ^{-ᵀ} w`."""
@@ -106,4 +110,4 @@ class ImplicitSolves(eqx.Module):
         operator = lx.JacobianLinearOperator(lambda v, _: problem.h(x, v, p, t), xdot)
         solution = lx.linear_solve(operator.T, w, self._linear_solver(), throw=False)
         failed = solution.result != lx.RESULTS.successful
-        return _checked(solution.value, failed, SINGULAR_TRANSPOSE)
+        return _checked(solution.value, failed, SINGULAR_TRANSPOSE, self.throw)

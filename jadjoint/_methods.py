@@ -45,7 +45,8 @@ class AbstractAdjointMethod(eqx.Module):
 
 
 def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Options):
-    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`: diffrax in reversed time."""
+    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`: diffrax in reversed time.
+    A failed solve that does not raise (`throw=False`) gives NaN."""
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(rates),
         options.solver,
@@ -57,8 +58,10 @@ def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Option
         saveat=diffrax.SaveAt(t1=True),
         stepsize_controller=options.controller,
         max_steps=options.max_steps,
+        throw=options.throw,
     )
-    y_left = jtu.tree_map(lambda a: a[-1], solution.ys)
+    failed = solution.result != diffrax.RESULTS.successful
+    y_left = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a[-1]), solution.ys)
     return y_left, solution.stats["num_accepted_steps"]
 
 

@@ -8,11 +8,12 @@ from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from ._adjoint import AdjointSystem, Params, time_gradients
 from ._errors import (
-    check_floating,
-    check_interval,
-    check_options,
-    check_problem_outputs,
-    check_saveat,
+    FORWARD_MODE,
+    check_finite_gradients,
+    check_finite_inputs,
+    check_finite_outputs,
+    check_inputs,
+    is_forward_mode,
 )
 from ._forward import Options, consistent_initial_state, integrate
 from ._implicit import ImplicitSolves
@@ -31,6 +32,9 @@ class Solution(eqx.Module):
         has `g`, else the `x0` given. Differentiable.
     - `stats`: forward-solve statistics from diffrax (`num_steps`,
         `num_accepted_steps`, `num_rejected_steps`).
+    - `result`: the forward solve's `diffrax.RESULTS`. With `throw=True` (the
+        default) a failure raises instead, so it is always `successful`; with
+        `throw=False`, check it (and `jnp.isfinite(cost)`) yourself.
     """
 
     cost: Array
@@ -38,23 +42,26 @@ class Solution(eqx.Module):
     xs: PyTree
     x0: PyTree
     stats: dict
+    result: diffrax.RESULTS
 
 
-def _outputs(forward: diffrax.Solution):
+def _outputs(forward: diffrax.Solution, options: Options):
     xs_and_final, costs = forward.ys
-    xs = jtu.tree_map(lambda a: a[:-1], xs_and_final)
+    cost, xs = costs[-1], jtu.tree_map(lambda a: a[:-1], xs_and_final)
+    if options.throw:
+        cost, xs = check_finite_outputs((cost, xs))
     stats = {
         key: forward.stats[key]
         for key in ("num_steps", "num_accepted_steps", "num_rejected_steps")
     }
-    return costs[-1], xs, stats
+    return cost, xs, stats, forward.result
 
 
 @eqx.filter_custom_vjp
 def _solve_ode(inputs, dt0, options, method):
     p, x0, problem, (t0, t1, ts) = inputs
     forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=False)
-    return _outputs(forward)
+    return _outputs(forward, options)
 
 
 @_solve_ode.def_fwd
@@ -63,7 +70,7 @@ def _solve_ode_fwd(perturbed, inputs, dt0, options, method):
     p, x0, problem, (t0, t1, ts) = inputs
     dense = method.keeps_dense_output
     forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=dense)
-    return _outputs(forward), forward
+    return _outputs(forward, options), forward
 
 
 def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
@@ -84,7 +91,7 @@ def _is_none(x) -> bool:
 
 @_solve_ode.def_bwd
 def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method):
-    cbar, xbar, _ = cotangents
+    cbar, xbar, _, _ = cotangents
     p, x0, problem, (t0, t1, ts) = inputs
     p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
     if problem.f is None:
@@ -95,7 +102,7 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
     boundaries = jnp.concatenate([t0[None], ts, t1[None]])
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
-    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol)
+    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol, options.throw)
     system = AdjointSystem(Params(diff, static), solves, cbar)
     w0, q0 = backward_sweep(
         method,
@@ -107,6 +114,8 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
         (t1 - t0) / steps,
         options,
     )
+    if options.throw:
+        w0, q0 = check_finite_gradients((w0, q0))
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
     x_final = jtu.tree_map(lambda a: a[-1], xs_and_final)
@@ -140,6 +149,7 @@ def solve(
     atol: float = 1e-8,
     dt0: Real[ArrayLike, ""] | None = None,
     max_steps: int = 4096,
+    throw: bool = True,
 ) -> Solution:
     """Solve `h(x, ẋ, p, t) = 0` on `[t0, t1]` from the initial condition, and return
     the cost `∫ f dt` and the states at `saveat`, differentiable by the continuous
@@ -160,44 +170,38 @@ def solve(
         backward solves); Newton (for `g`, and for `ẋ` of an implicit `h`) converges
         to 1e-3 of the tighter of them.
     - `dt0`: the initial step of the forward solve; `None` picks it automatically.
-    - `max_steps`: the most steps any one solve may take; exceeding it raises.
+    - `max_steps`: the most steps any one solve may take.
+    - `throw`: raise at run time (under `jit` and `vmap` too) when a solve fails
+        (`max_steps` reached, Newton not converging) or produces non-finite states,
+        cost or gradients, and when `p` or `x0` is not finite. With `False`, nothing
+        raises: `Solution.result` reports the forward solve, and gradients from a
+        failed backward solve are NaN.
 
     **Returns:** a [`jadjoint.Solution`][].
 
     Gradients flow to `p`, to `x0` (without `g`) and to the arrays that `f`, `h`, `g`
     close over. Wrap the function that calls `solve` in `jax.jit`.
     """
-    if not isinstance(problem, Problem):
-        raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")
-    if not isinstance(adjoint, AbstractAdjointMethod):
-        raise TypeError(
-            "`adjoint` must be a jadjoint adjoint method such as "
-            f"`jadjoint.InterpolatingAdjoint()`, got {adjoint!r}."
-        )
-    check_options(solver=solver)
-    check_floating(p, "p")
-    check_floating(x0, "x0")
-    check_interval(t0, t1)
-    time_dtype = jnp.result_type(t0, t1, float if saveat is None else saveat, float)
-    t0 = jnp.asarray(t0, time_dtype)
-    t1 = jnp.asarray(t1, time_dtype)
-    ts = t1[None] if saveat is None else jnp.asarray(saveat, time_dtype)
-    ts = check_saveat(ts, t0, t1)
-    if dt0 is not None:
-        dt0 = jnp.asarray(dt0, time_dtype)
-    check_problem_outputs(problem, p, t0, x0)
-
+    t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
+    if throw:
+        x0 = check_finite_inputs(p, x0)
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
     newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
     if problem.g is not None:
-        x0 = consistent_initial_state(problem.g, x0, p, newton_tol)
+        x0 = consistent_initial_state(problem.g, x0, p, newton_tol, throw)
     options = Options(
         solver=solver,
         controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=max_steps,
         newton_tol=newton_tol,
+        throw=throw,
     )
     converted = problem.closure_converted(x0, p, t0)
     inputs = (p, x0, converted, (t0, t1, ts))
-    cost, xs, stats = _solve_ode(inputs, dt0, options, adjoint)
-    return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats)
+    try:
+        cost, xs, stats, result = _solve_ode(inputs, dt0, options, adjoint)
+    except (TypeError, ValueError) as error:
+        if is_forward_mode(error, inputs):
+            raise TypeError(FORWARD_MODE) from error
+        raise
+    return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats, result=result)

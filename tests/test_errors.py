@@ -97,11 +97,98 @@ def test_newton_failure_for_g_raises():
         jax.jit(lambda x0: ja.solve(problem, None, 0.0, 1.0, x0).xs)(X0)
 
 
-def test_forward_mode_is_a_clear_error():
-    """Forward mode through the adjoint is not supported: JAX's own message."""
+@pytest.mark.parametrize(
+    "transform",
+    [
+        lambda F: jax.jvp(F, (jnp.array(0.5),), (jnp.array(1.0),)),
+        lambda F: jax.jvp(F, (0.5,), (1.0,)),
+        lambda F: jax.jacfwd(F)(jnp.array(0.5)),
+        lambda F: jax.hessian(F)(jnp.array(0.5)),
+    ],
+    ids=["jvp", "jvp-python-float", "jacfwd", "hessian"],
+)
+def test_forward_mode_is_a_clear_error(transform):
     cost = lambda k: ja.solve(decay, k, 0.0, 1.0, X0).cost
-    with pytest.raises(TypeError, match="can't apply forward-mode autodiff"):
-        jax.jvp(cost, (jnp.array(0.5),), (jnp.array(1.0),))
+    with pytest.raises(TypeError, match=r"reverse mode only.*jax.jacrev\(jax.grad"):
+        transform(cost)
+
+
+def test_unknown_keyword_and_complex_parameters():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rtoll'"):
+        ja.solve(decay, 0.5, 0.0, 1.0, X0, rtoll=1e-3)
+    with pytest.raises(TypeError, match="`p` must contain only real floating-point"):
+        ja.solve(decay, jnp.array(0.5 + 0j), 0.0, 1.0, X0)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_nan_parameters_raise(jit):
+    cost = lambda k: ja.solve(decay, k, 0.0, 1.0, X0).cost
+    grad = jax.grad(cost)
+    with pytest.raises(RUNTIME_ERRORS, match="`p` or `x0` contains NaN"):
+        (jax.jit(grad) if jit else grad)(jnp.nan)
+
+
+@jax.custom_jvp
+def decay_with_stiff_derivative(x):
+    """x' = −x forwards; its derivative claims −10⁵, so only the adjoint is stiff."""
+    return -x
+
+
+@decay_with_stiff_derivative.defjvp
+def _stiff_derivative(primals, tangents):
+    (x,), (tx,) = primals, tangents
+    return -x, -1e5 * tx
+
+
+def test_backward_max_steps_raises_and_throw_false_gives_nan():
+    problem = ja.Problem.explicit(lambda x, p, t: p * decay_with_stiff_derivative(x))
+
+    def loss(p, throw=True):
+        solution = ja.solve(problem, p, 0.0, 1.0, X0, max_steps=64, throw=throw)
+        return solution.xs.sum()
+
+    assert jnp.isfinite(jax.jit(loss)(1.0))
+    with pytest.raises(RUNTIME_ERRORS, match="maximum number of solver steps"):
+        jax.jit(jax.grad(loss))(1.0)
+    assert jnp.isnan(jax.jit(jax.grad(lambda p: loss(p, throw=False)))(1.0))
+
+
+def test_throw_false_reports_result():
+    solve = jax.jit(
+        lambda k: ja.solve(decay, k, 0.0, 1.0, X0, max_steps=8, throw=False).result
+    )
+    assert solve(1e4) == diffrax.RESULTS.max_steps_reached
+    assert solve(0.5) == diffrax.RESULTS.successful
+
+
+@jax.custom_jvp
+def square_with_nan_derivative(x):
+    return x**2
+
+
+@square_with_nan_derivative.defjvp
+def _nan_derivative(primals, tangents):
+    (x,), (tx,) = primals, tangents
+    return x**2, jnp.nan * tx
+
+
+def test_non_finite_gradient_raises():
+    problem = ja.Problem.explicit(
+        lambda x, p, t: -p * x, f=lambda x, p, t: jnp.sum(square_with_nan_derivative(x))
+    )
+    cost = lambda k: ja.solve(problem, k, 0.0, 1.0, X0).cost
+    assert jnp.isfinite(jax.jit(cost)(0.5))
+    with pytest.raises(RUNTIME_ERRORS, match="right-hand side is non-finite"):
+        jax.jit(jax.grad(cost))(0.5)
+
+
+def test_non_finite_state_raises():
+    blow_up = ja.Problem.explicit(lambda x, p, t: x**2)
+    solve = jax.jit(lambda x0: ja.solve(blow_up, None, 0.0, 2.0, x0).xs)
+    with pytest.raises(
+        RUNTIME_ERRORS, match="maximum number of solver steps|non-finite"
+    ):
+        solve(X0)
 
 
 def test_singular_h_xdot_is_a_clear_error():
