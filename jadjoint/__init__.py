@@ -2,6 +2,7 @@
 
 import importlib.metadata
 
+from ._check_grad import GradCheck as GradCheck, check_grad as check_grad
 from ._methods import (
     AbstractAdjointMethod as AbstractAdjointMethod,
     BacksolveAdjoint as BacksolveAdjoint,
