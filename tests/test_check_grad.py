@@ -32,8 +32,6 @@ def test_report_for_a_correct_gradient():
     assert set(report.finite_difference) == {"['b']", "['k']"}
     assert max(report.reference.values()) < 1e-8
     assert "worst" in str(report)
-    report_x0 = ja.check_grad(loss, P, jnp.ones(3), argnums=1)
-    assert report_x0.worst[1] < 1e-6
 
 
 def test_wrong_gradient_is_caught():
@@ -44,6 +42,6 @@ def test_wrong_gradient_is_caught():
 
 def test_reference_unavailable_for_a_cached_jitted_function():
     jitted = jax.jit(loss)
-    report = ja.check_grad(jitted, P, jnp.ones(3))
+    report = ja.check_grad(jitted, P, jnp.ones(3), argnums=1)
     assert report.reference is None
     assert report.worst[1] < 1e-6

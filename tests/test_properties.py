@@ -21,7 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 import jadjoint as ja
 
-settings.register_profile("ci", max_examples=4, deadline=None, derandomize=True)
+settings.register_profile("ci", max_examples=3, deadline=None, derandomize=True)
 settings.register_profile("slow", max_examples=60, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
