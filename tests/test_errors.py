@@ -128,6 +128,12 @@ def test_nan_parameters_raise(jit):
         (jax.jit(grad) if jit else grad)(jnp.nan)
 
 
+def test_nan_in_one_batch_element_raises_under_vmap():
+    cost = lambda k: ja.solve(decay, k, 0.0, 1.0, X0).cost
+    with pytest.raises(RUNTIME_ERRORS, match="`p` or `x0` contains NaN"):
+        jax.jit(jax.vmap(jax.grad(cost)))(jnp.array([0.5, jnp.nan, 1.0]))
+
+
 @jax.custom_jvp
 def decay_with_stiff_derivative(x):
     """x' = −x forwards; its derivative claims −10⁵, so only the adjoint is stiff."""
