@@ -11,14 +11,31 @@ from jaxtyping import PyTree
 from ._implicit import ImplicitSolves
 
 
+def _seminorm(y: PyTree):
+    """RMS norm of all but the last component of the state: the backward state ends
+    with the parameter integral `q`, which feeds back into nothing, so its error is not
+    controlled (the seminorm of Kidger, Chen & Lyons, "'Hey, that's not an ODE':
+    faster ODE adjoints via seminorms", ICML 2021)."""
+    return optx.rms_norm(y[:-1])
+
+
 class Options(eqx.Module):
     """How to integrate: shared by the forward and the backward solves."""
 
     solver: diffrax.AbstractSolver
-    controller: diffrax.AbstractStepSizeController
+    rtol: float
+    atol: float
     max_steps: int = eqx.field(static=True)
     newton_tol: float = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
+
+    @property
+    def forward_controller(self) -> diffrax.PIDController:
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+
+    @property
+    def backward_controller(self) -> diffrax.PIDController:
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, norm=_seminorm)
 
 
 def _augmented_rates(t, y, args):
@@ -59,7 +76,7 @@ def integrate(
         y0,
         args=(problem, p, solves),
         saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
-        stepsize_controller=options.controller,
+        stepsize_controller=options.forward_controller,
         max_steps=options.max_steps,
         throw=options.throw,
     )

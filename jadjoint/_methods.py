@@ -56,7 +56,7 @@ def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Option
         y_right,
         args=args,
         saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=options.controller,
+        stepsize_controller=options.backward_controller,
         max_steps=options.max_steps,
         throw=options.throw,
     )

@@ -192,7 +192,8 @@ def solve(
         x0 = consistent_initial_state(problem.g, x0, p, newton_tol, throw)
     options = Options(
         solver=solver,
-        controller=diffrax.PIDController(rtol=rtol, atol=atol),
+        rtol=rtol,
+        atol=atol,
         max_steps=max_steps,
         newton_tol=newton_tol,
         throw=throw,
