@@ -38,7 +38,9 @@ def max_relative_error(actual, expected):
     return max(jtu.tree_leaves(errors))
 
 
-def reference_solve(vector_field, f, p, t0, t1, x0, ts, tol=1e-10):
+def reference_solve(
+    vector_field, f, p, t0, t1, x0, ts, tol=1e-10, atol=None, solver=diffrax.Tsit5()
+):
     """`(∫ f dt, x(ts))` by diffrax, differentiated by `RecursiveCheckpointAdjoint`
     (discretise-then-optimise: exact derivative of the discrete solve)."""
 
@@ -49,13 +51,15 @@ def reference_solve(vector_field, f, p, t0, t1, x0, ts, tol=1e-10):
 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(rates),
-        diffrax.Tsit5(),
+        solver,
         t0,
         t1,
         None,
         (x0, jnp.zeros(())),
         saveat=diffrax.SaveAt(ts=ts, t1=True),
-        stepsize_controller=diffrax.PIDController(rtol=tol, atol=tol),
+        stepsize_controller=diffrax.PIDController(
+            rtol=tol, atol=tol if atol is None else atol
+        ),
         adjoint=diffrax.RecursiveCheckpointAdjoint(),
         max_steps=100_000,
     )
