@@ -24,8 +24,14 @@ def _local_polynomial(interpolation: diffrax.DenseInterpolation, t):
 
 
 def evaluate(solution: diffrax.Solution, t) -> PyTree:
-    """The dense output at `t`, polynomially extrapolated outside `[t0, t1]`."""
-    return _local_polynomial(solution.interpolation, t).evaluate(t)
+    """The dense output at `t`, polynomially extrapolated outside `[t0, t1]` (the
+    initial state when the solve had zero length)."""
+    interpolation = solution.interpolation
+    out = _local_polynomial(interpolation, t).evaluate(t)
+    trivial = interpolation.ts_size <= 1
+    return jtu.tree_map(
+        lambda y0, y: jnp.where(trivial, y0, y), interpolation.y0_if_trivial, out
+    )
 
 
 def derivative(solution: diffrax.Solution, t) -> PyTree:

@@ -7,7 +7,6 @@ save time (DESIGN.md §2). They differ in how they know `x(t)` during the sweep.
 """
 
 import abc
-from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -18,14 +17,21 @@ from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem, jump
-from ._forward import Options
+from ._forward import Options, integrate
 
 
 class AbstractAdjointMethod(eqx.Module):
     """Base class of the adjoint methods. A method integrates `(w, q)` backwards over
-    one save interval, given the state `x` at its right end."""
+    one save interval, given the forward state at both its ends."""
 
-    keeps_dense_output: ClassVar[bool]
+    @property
+    @abc.abstractmethod
+    def keeps_dense_output(self) -> bool:
+        """Whether the forward pass keeps diffrax's dense output for the backward."""
+
+    def checkpoint_times(self, t0, t1) -> jax.Array | None:
+        """Times, besides the save times, at which the forward pass stores `x`."""
+        return None
 
     @abc.abstractmethod
     def integrate_interval(
@@ -34,6 +40,7 @@ class AbstractAdjointMethod(eqx.Module):
         forward: diffrax.Solution,
         t_right,
         t_left,
+        x_left: PyTree,
         x_right: PyTree,
         w: PyTree,
         q: PyTree,
@@ -80,19 +87,55 @@ def _backsolve_rates(t, y, system):
 
 
 class InterpolatingAdjoint(AbstractAdjointMethod):
-    """Integrates `(w, ∫ p̄)` backwards, with `x(t)` read from the dense output of the
-    forward solve. Stable on stiff and dissipative problems; memory proportional to the
-    number of forward steps.
+    """Integrates `(w, ∫ p̄)` backwards, with `x(t)` read from a dense interpolant of
+    the forward solution. Stable on stiff and dissipative problems.
 
-    The state at time `t` comes from diffrax's dense interpolant of the forward solve,
-    so the gradient is as accurate as that interpolant (of the solver's order)."""
+    **Arguments:**
 
-    keeps_dense_output: ClassVar[bool] = True
+    - `checkpoints`: `None` (default) keeps the forward solve's whole dense output:
+        memory proportional to `max_steps`, no recomputation. An integer `K` stores
+        only `x` at the save times and at `K − 1` evenly spaced times in between; the
+        backward pass re-solves each interval between consecutive stored times
+        forwards, with dense output, before integrating back over it: memory
+        O(save times + K) states plus one interval's dense output, for about one extra
+        forward solve.
+
+    The gradient is as accurate as the interpolant (of the solver's order)."""
+
+    checkpoints: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if self.checkpoints is not None and self.checkpoints < 1:
+            raise ValueError(
+                f"`checkpoints` must be a positive integer or None, got "
+                f"{self.checkpoints}."
+            )
+
+    @property
+    def keeps_dense_output(self) -> bool:
+        return self.checkpoints is None
+
+    def checkpoint_times(self, t0, t1) -> jax.Array | None:
+        if self.checkpoints is None:
+            return None
+        return jnp.linspace(t0, t1, self.checkpoints + 1)[1:-1]
 
     def integrate_interval(
-        self, system, forward, t_right, t_left, x_right, w, q, dt0, options
+        self, system, forward, t_right, t_left, x_left, x_right, w, q, dt0, options
     ):
-        del x_right
+        if self.checkpoints is not None:
+            p, problem = system.params.combined()
+            forward = integrate(
+                problem,
+                p,
+                x_left,
+                t_left,
+                t_right,
+                t_right[None],
+                None,
+                options,
+                dense=True,
+            )
         (w, q), steps = _solve_backwards(
             _interpolating_rates,
             (w, q),
@@ -111,12 +154,14 @@ class BacksolveAdjoint(AbstractAdjointMethod):
     backward re-integration of `x` is unstable on stiff or dissipative problems: there
     its gradients can be badly wrong. Prefer [`jadjoint.InterpolatingAdjoint`][]."""
 
-    keeps_dense_output: ClassVar[bool] = False
+    @property
+    def keeps_dense_output(self) -> bool:
+        return False
 
     def integrate_interval(
-        self, system, forward, t_right, t_left, x_right, w, q, dt0, options
+        self, system, forward, t_right, t_left, x_left, x_right, w, q, dt0, options
     ):
-        del forward
+        del forward, x_left
         (_, w, q), steps = _solve_backwards(
             _backsolve_rates,
             (x_right, w, q),
@@ -142,6 +187,7 @@ def backward_sweep(
     system: AdjointSystem,
     forward: diffrax.Solution,
     boundaries: jax.Array,
+    x0: PyTree,
     x_right: PyTree,
     xbar: PyTree | None,
     dt_guess,
@@ -150,10 +196,12 @@ def backward_sweep(
     """`(w(t0), q(t0))` from `w(T) = 0`, `q(T) = 0`.
 
     `boundaries` holds `b_0 … b_{N+1}`; `x_right[k]` the forward state at `b_{k+1}`;
-    `xbar[k]` the cotangent of `x(t_{k+1})`, or `None` when the saved states are not
+    `xbar[k]` the cotangent of `x(b_{k+1})`, or `None` when the saved states are not
     differentiated."""
-    x_like = jtu.tree_map(lambda a: a[0], x_right)
-    w = jtu.tree_map(jnp.zeros_like, x_like)
+    w = jtu.tree_map(jnp.zeros_like, x0)
+    x_left = jtu.tree_map(
+        lambda first, rows: jnp.concatenate([first[None], rows[:-1]]), x0, x_right
+    )
     q = jtu.tree_map(jnp.zeros_like, system.params.diff)
     if xbar is not None:
         zero_row = jtu.tree_map(lambda a: jnp.zeros_like(a[:1]), xbar)
@@ -161,14 +209,14 @@ def backward_sweep(
 
     def interval(carry, inputs):
         w, q, dt = carry
-        t_left, t_right, x_end, xbar_left = inputs
+        t_left, t_right, x_start, x_end, xbar_left = inputs
         w, q, steps = method.integrate_interval(
-            system, forward, t_right, t_left, x_end, w, q, dt, options
+            system, forward, t_right, t_left, x_start, x_end, w, q, dt, options
         )
         w = jump(w, xbar_left)
         dt = _next_step_guess(dt, t_right - t_left, steps)
         return (w, q, dt), None
 
-    inputs = (boundaries[:-1], boundaries[1:], x_right, xbar)
+    inputs = (boundaries[:-1], boundaries[1:], x_left, x_right, xbar)
     (w, q, _), _ = jax.lax.scan(interval, (w, q, dt_guess), inputs, reverse=True)
     return w, q

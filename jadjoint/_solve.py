@@ -46,9 +46,23 @@ class Solution(eqx.Module):
     result: diffrax.RESULTS
 
 
-def _outputs(forward: diffrax.Solution, options: Options):
+def _stored_times(ts, method, t0, t1):
+    """The times at which the forward pass stores `x` for the method: the save times,
+    merged with the method's checkpoint times if it has any; and the positions of the
+    save times among them."""
+    extra = method.checkpoint_times(t0, t1)
+    if extra is None:
+        return ts, jnp.arange(ts.shape[0])
+    merged = jnp.concatenate([ts, extra])
+    order = jnp.argsort(merged, stable=True)
+    return merged[order], jnp.argsort(order)[: ts.shape[0]]
+
+
+def _outputs(forward: diffrax.Solution, options: Options, save_positions=None):
     xs_and_final, costs = forward.ys
     cost, xs = costs[-1], jtu.tree_map(lambda a: a[:-1], xs_and_final)
+    if save_positions is not None:
+        xs = jtu.tree_map(lambda a: a[save_positions], xs)
     if options.throw:
         cost, xs = check_finite_outputs((cost, xs))
     stats = {
@@ -69,9 +83,10 @@ def _solve_ode(inputs, dt0, options, method):
 def _solve_ode_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
     p, x0, problem, (t0, t1, ts) = inputs
+    stored, save_positions = _stored_times(ts, method, t0, t1)
     dense = method.keeps_dense_output
-    forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=dense)
-    return _outputs(forward, options), forward
+    forward = integrate(problem, p, x0, t0, t1, stored, dt0, options, dense=dense)
+    return _outputs(forward, options, save_positions), forward
 
 
 def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
@@ -97,11 +112,20 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
     if problem.f is None:
         cbar = None
-    xs_and_final, _ = forward.ys
-    xs = jtu.tree_map(lambda a: a[:-1], xs_and_final)
+    stored, save_positions = _stored_times(ts, method, t0, t1)
+    x_stored_and_final, _ = forward.ys
+    x_stored = jtu.tree_map(lambda a: a[:-1], x_stored_and_final)
+    xs = jtu.tree_map(lambda a: a[save_positions], x_stored)
     xbar = _materialise(xbar, xs)
+    xbar_stored = None
+    if xbar is not None:
+        xbar_stored = jtu.tree_map(
+            lambda like, ct: jnp.zeros_like(like).at[save_positions].set(ct),
+            x_stored,
+            xbar,
+        )
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
-    boundaries = jnp.concatenate([t0[None], ts, t1[None]])
+    boundaries = jnp.concatenate([t0[None], stored, t1[None]])
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
     solves = ImplicitSolves.prepare(problem, x0, options.newton_tol, options.throw)
     system = AdjointSystem(Params(diff, static), solves, cbar)
@@ -110,8 +134,9 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
         system,
         forward,
         boundaries,
-        xs_and_final,
-        xbar,
+        x0,
+        x_stored_and_final,
+        xbar_stored,
         (t1 - t0) / steps,
         options,
     )
@@ -119,7 +144,7 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
         w0, q0 = check_finite_gradients((w0, q0))
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
-    x_final = jtu.tree_map(lambda a: a[-1], xs_and_final)
+    x_final = jtu.tree_map(lambda a: a[-1], x_stored_and_final)
     times_grad = time_gradients(
         problem,
         solves,

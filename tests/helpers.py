@@ -69,6 +69,10 @@ def reference_solve(
 
 ADJOINTS = pytest.mark.parametrize(
     "adjoint",
-    [ja.InterpolatingAdjoint(), ja.BacksolveAdjoint()],
-    ids=["interpolating", "backsolve"],
+    [
+        ja.InterpolatingAdjoint(),
+        ja.InterpolatingAdjoint(checkpoints=4),
+        ja.BacksolveAdjoint(),
+    ],
+    ids=["interpolating", "checkpointed", "backsolve"],
 )

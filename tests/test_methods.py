@@ -1,0 +1,73 @@
+"""The adjoint methods' own contracts: checkpointing stores O(save times + K) states
+and agrees with the dense method to solver tolerance."""
+
+import re
+
+import jax
+import jax.ad_checkpoint
+import jax.numpy as jnp
+import pytest
+from helpers import max_relative_error
+
+import jadjoint as ja
+
+MAX_STEPS = 1000
+
+
+def lotka_volterra(x, p, t):
+    return jnp.stack(
+        [p[0] * x[0] - p[1] * x[0] * x[1], p[2] * x[0] * x[1] - p[3] * x[1]]
+    )
+
+
+problem = ja.Problem.explicit(lotka_volterra, f=lambda x, p, t: jnp.sum(x**2))
+P = jnp.array([1.1, 0.4, 0.1, 0.4])
+TS = jnp.linspace(0.5, 10.0, 7)
+
+
+def loss(p, adjoint):
+    solution = ja.solve(
+        problem,
+        p,
+        0.0,
+        10.0,
+        jnp.array([2.0, 1.0]),
+        saveat=TS,
+        adjoint=adjoint,
+        rtol=1e-9,
+        atol=1e-9,
+        max_steps=MAX_STEPS,
+    )
+    return solution.cost + jnp.sum(jnp.sin(solution.xs))
+
+
+grad = jax.jit(jax.grad(loss), static_argnums=1)
+
+
+@pytest.mark.parametrize("checkpoints", [1, 3, 40])
+def test_checkpointed_agrees_with_dense(checkpoints):
+    """Re-solving the intervals changes the steps, not the solution beyond 1e-9."""
+    dense = grad(P, ja.InterpolatingAdjoint())
+    checkpointed = grad(P, ja.InterpolatingAdjoint(checkpoints=checkpoints))
+    assert max_relative_error(checkpointed, dense) < 1e-7
+
+
+def saved_residual_shapes(adjoint, capsys):
+    jax.ad_checkpoint.print_saved_residuals(lambda p: loss(p, adjoint), P)
+    shapes = re.findall(r"\[([\d,]*)\]", capsys.readouterr().out)
+    return [tuple(int(d) for d in shape.split(",") if d) for shape in shapes]
+
+
+def test_checkpointed_residuals_are_o_of_k(capsys):
+    """Dense: arrays sized by max_steps. Checkpointed: (save times + K) rows."""
+    dense = saved_residual_shapes(ja.InterpolatingAdjoint(), capsys)
+    assert any(MAX_STEPS in shape for shape in dense)
+    for k in (4, 12):
+        shapes = saved_residual_shapes(ja.InterpolatingAdjoint(checkpoints=k), capsys)
+        assert all(max(shape, default=0) < MAX_STEPS for shape in shapes)
+        assert (len(TS) + k, 2) in shapes
+
+
+def test_checkpoints_must_be_positive():
+    with pytest.raises(ValueError, match="`checkpoints` must be a positive integer"):
+        ja.InterpolatingAdjoint(checkpoints=0)
