@@ -135,6 +135,12 @@ def run(name, vector_field, p, x0, ts, repeats):
         "jadjoint BacksolveAdjoint": loss_jadjoint(
             vector_field, x0, ts, ja.BacksolveAdjoint(), RTOL
         ),
+        "jadjoint QuadratureAdjoint": loss_jadjoint(
+            vector_field, x0, ts, ja.QuadratureAdjoint(), RTOL
+        ),
+        "jadjoint InterpolatingAdjoint(checkpoints=8)": loss_jadjoint(
+            vector_field, x0, ts, ja.InterpolatingAdjoint(checkpoints=8), RTOL
+        ),
     }
     print("| method | median ms | ratio to RCA | compile s | gradient rel. error |")
     print("|---|---|---|---|---|")

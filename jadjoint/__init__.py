@@ -9,6 +9,7 @@ from ._methods import (
     InterpolatingAdjoint as InterpolatingAdjoint,
 )
 from ._problem import Problem as Problem
+from ._quadrature import QuadratureAdjoint as QuadratureAdjoint
 from ._solve import Solution as Solution, solve as solve
 
 __version__ = importlib.metadata.version("jadjoint")

@@ -76,3 +76,16 @@ ADJOINTS = pytest.mark.parametrize(
     ],
     ids=["interpolating", "checkpointed", "backsolve"],
 )
+
+# Every method, for the tests that every method must pass without re-running the
+# whole parametrised suite (QuadratureAdjoint on the reference problems).
+ALL_ADJOINTS = pytest.mark.parametrize(
+    "adjoint",
+    [
+        ja.InterpolatingAdjoint(),
+        ja.InterpolatingAdjoint(checkpoints=4),
+        ja.BacksolveAdjoint(),
+        ja.QuadratureAdjoint(),
+    ],
+    ids=["interpolating", "checkpointed", "backsolve", "quadrature"],
+)

@@ -12,7 +12,13 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import optimistix as optx
 import pytest
-from helpers import ADJOINTS, central_difference, max_relative_error, reference_solve
+from helpers import (
+    ADJOINTS,
+    ALL_ADJOINTS,
+    central_difference,
+    max_relative_error,
+    reference_solve,
+)
 
 import jadjoint as ja
 
@@ -148,7 +154,7 @@ def lv_reference_grad(p):
     return cost + jnp.sum((xs - LV_DATA) ** 2)
 
 
-@ADJOINTS
+@ALL_ADJOINTS
 def test_lotka_volterra_matches_recursive_checkpoint(adjoint):
     grads = lv_grad(LV_P, adjoint, TOL)
     assert max_relative_error(grads, lv_reference_grad(LV_P)) < GRAD_RTOL
@@ -201,7 +207,7 @@ def mlp_reference(model):
     return cost + jnp.sum(xs**2)
 
 
-@ADJOINTS
+@ALL_ADJOINTS
 def test_closed_over_mlp_matches_recursive_checkpoint(adjoint):
     model = make_mlp()
     grads = eqx.filter_jit(eqx.filter_grad(mlp_loss))(model, adjoint)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optimistix as optx
 import pytest
-from helpers import ADJOINTS, max_relative_error, reference_solve
+from helpers import ADJOINTS, ALL_ADJOINTS, max_relative_error, reference_solve
 
 import jadjoint as ja
 import jadjoint._implicit
@@ -46,7 +46,7 @@ def cubic_reference(p):
     return cost + jnp.sum(jnp.sin(xs))
 
 
-@ADJOINTS
+@ALL_ADJOINTS
 def test_cubic_implicit_matches_newton_reference(adjoint):
     problem = ja.Problem(cubic_h, f=cubic_cost)
 

@@ -1,5 +1,6 @@
-"""The adjoint methods' own contracts: checkpointing stores O(save times + K) states
-and agrees with the dense method to solver tolerance."""
+"""The adjoint methods' own contracts: checkpointing stores O(save times + K) states;
+checkpointed and quadrature methods agree with the dense method to solver
+tolerance."""
 
 import re
 
@@ -44,12 +45,22 @@ def loss(p, adjoint):
 grad = jax.jit(jax.grad(loss), static_argnums=1)
 
 
-@pytest.mark.parametrize("checkpoints", [1, 3, 40])
-def test_checkpointed_agrees_with_dense(checkpoints):
-    """Re-solving the intervals changes the steps, not the solution beyond 1e-9."""
+@pytest.mark.parametrize(
+    "adjoint",
+    [
+        ja.InterpolatingAdjoint(checkpoints=1),
+        ja.InterpolatingAdjoint(checkpoints=3),
+        ja.InterpolatingAdjoint(checkpoints=40),
+        ja.QuadratureAdjoint(),
+        ja.QuadratureAdjoint(nodes=5),
+    ],
+    ids=["k1", "k3", "k40", "quadrature", "quadrature-5"],
+)
+def test_methods_agree_with_dense_interpolation(adjoint):
+    """Re-solved intervals or quadrature change the steps, not the gradient beyond the
+    solver tolerance (solves at 1e-9; agreement to 1e-7)."""
     dense = grad(P, ja.InterpolatingAdjoint())
-    checkpointed = grad(P, ja.InterpolatingAdjoint(checkpoints=checkpoints))
-    assert max_relative_error(checkpointed, dense) < 1e-7
+    assert max_relative_error(grad(P, adjoint), dense) < 1e-7
 
 
 def saved_residual_shapes(adjoint, capsys):
