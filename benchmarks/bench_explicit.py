@@ -12,7 +12,6 @@ Run: python benchmarks/bench_explicit.py [--repeats N]
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault(
@@ -27,6 +26,7 @@ import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.tree_util as jtu  # noqa: E402
+from _timing import median_time  # noqa: E402
 from jax.experimental.ode import odeint  # noqa: E402
 
 import jadjoint as ja  # noqa: E402
@@ -84,16 +84,6 @@ def loss_odeint(vector_field, x0, ts, tol):
         return jnp.sum(xs[1:] ** 2)
 
     return loss
-
-
-def median_time(fn, p, repeats):
-    jax.block_until_ready(fn(p))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(p))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def relative_error(grad, reference):

@@ -12,8 +12,6 @@ Run: python benchmarks/bench_forms.py [--repeats N]
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -26,6 +24,7 @@ jax.config.update("jax_enable_x64", True)
 import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.tree_util as jtu  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 import jadjoint as ja  # noqa: E402
 
@@ -58,16 +57,6 @@ def gradient(problem, x0, ts):
         return jnp.sum(solution.xs**2)
 
     return eqx.filter_jit(eqx.filter_grad(loss))
-
-
-def median_time(fn, p, repeats):
-    jax.block_until_ready(fn(p))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(p))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def max_relative_difference(a, b):

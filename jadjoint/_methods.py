@@ -51,9 +51,24 @@ class AbstractAdjointMethod(eqx.Module):
         the number of accepted steps."""
 
 
-def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Options):
-    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`: diffrax in reversed time.
-    A failed solve that does not raise (`throw=False`) gives NaN."""
+def solve_backwards(
+    rates,
+    y_right,
+    t_right,
+    t_left,
+    dt0,
+    args,
+    options: Options,
+    *,
+    carries_q: bool = True,
+    dense: bool = False,
+):
+    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`, by diffrax in reversed time,
+    and the number of accepted steps; with `dense`, also the solution itself. A failed
+    solve that does not raise (`throw=False`) gives NaN.
+
+    With `carries_q`, `y` is a tuple ending with the parameter integral `q`, which the
+    error control ignores (see `Options.backward_controller`)."""
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(rates),
         options.solver,
@@ -62,14 +77,17 @@ def _solve_backwards(rates, y_right, t_right, t_left, dt0, args, options: Option
         -dt0,
         y_right,
         args=args,
-        saveat=diffrax.SaveAt(t1=True),
-        stepsize_controller=options.backward_controller,
+        saveat=diffrax.SaveAt(t1=True, dense=dense),
+        stepsize_controller=(
+            options.backward_controller if carries_q else options.forward_controller
+        ),
         max_steps=options.max_steps,
         throw=options.throw,
     )
     failed = solution.result != diffrax.RESULTS.successful
     y_left = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a[-1]), solution.ys)
-    return y_left, solution.stats["num_accepted_steps"]
+    steps = solution.stats["num_accepted_steps"]
+    return (y_left, steps, solution) if dense else (y_left, steps)
 
 
 def _interpolating_rates(t, y, args):
@@ -136,7 +154,7 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
                 options,
                 dense=True,
             )
-        (w, q), steps = _solve_backwards(
+        (w, q), steps = solve_backwards(
             _interpolating_rates,
             (w, q),
             t_right,
@@ -162,7 +180,7 @@ class BacksolveAdjoint(AbstractAdjointMethod):
         self, system, forward, t_right, t_left, x_left, x_right, w, q, dt0, options
     ):
         del forward, x_left
-        (_, w, q), steps = _solve_backwards(
+        (_, w, q), steps = solve_backwards(
             _backsolve_rates,
             (x_right, w, q),
             t_right,

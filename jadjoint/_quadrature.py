@@ -1,7 +1,6 @@
 """`QuadratureAdjoint`: only `w` is stepped backwards; the parameter gradient is a
 Gauss–Legendre quadrature over the accepted backward steps."""
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
-from ._methods import AbstractAdjointMethod
+from ._methods import AbstractAdjointMethod, solve_backwards
 
 
 def _w_rates(t, w, args):
@@ -72,21 +71,17 @@ class QuadratureAdjoint(AbstractAdjointMethod):
         self, system, forward, t_right, t_left, x_left, x_right, w, q, dt0, options
     ):
         del x_left, x_right
-        backward = diffrax.diffeqsolve(
-            diffrax.ODETerm(_w_rates),
-            options.solver,
+        w, steps, backward = solve_backwards(
+            _w_rates,
+            w,
             t_right,
             t_left,
-            -dt0,
-            w,
-            args=(system, forward),
-            saveat=diffrax.SaveAt(t1=True, dense=True),
-            stepsize_controller=options.forward_controller,
-            max_steps=options.max_steps,
-            throw=options.throw,
+            dt0,
+            (system, forward),
+            options,
+            carries_q=False,
+            dense=True,
         )
-        failed = backward.result != diffrax.RESULTS.successful
-        w = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a[-1]), backward.ys)
         integral = _integral_over_steps(system, forward, backward, self.nodes)
         q = jtu.tree_map(jnp.subtract, q, integral)
-        return w, q, backward.stats["num_accepted_steps"]
+        return w, q, steps
