@@ -49,10 +49,10 @@ class Solution(eqx.Module):
 def _stored_times(ts, method, t0, t1):
     """The times at which the forward pass stores `x` for the method: the save times,
     merged with the method's checkpoint times if it has any; and the positions of the
-    save times among them."""
+    save times among them (`None`: all of them, in order)."""
     extra = method.checkpoint_times(t0, t1)
     if extra is None:
-        return ts, jnp.arange(ts.shape[0])
+        return ts, None
     merged = jnp.concatenate([ts, extra])
     order = jnp.argsort(merged, stable=True)
     return merged[order], jnp.argsort(order)[: ts.shape[0]]
@@ -115,15 +115,18 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     stored, save_positions = _stored_times(ts, method, t0, t1)
     x_stored_and_final, _ = forward.ys
     x_stored = jtu.tree_map(lambda a: a[:-1], x_stored_and_final)
-    xs = jtu.tree_map(lambda a: a[save_positions], x_stored)
+    xs, xbar_stored = x_stored, None
+    if save_positions is not None:
+        xs = jtu.tree_map(lambda a: a[save_positions], x_stored)
     xbar = _materialise(xbar, xs)
-    xbar_stored = None
     if xbar is not None:
-        xbar_stored = jtu.tree_map(
-            lambda like, ct: jnp.zeros_like(like).at[save_positions].set(ct),
-            x_stored,
-            xbar,
-        )
+        xbar_stored = xbar
+        if save_positions is not None:
+            xbar_stored = jtu.tree_map(
+                lambda like, ct: jnp.zeros_like(like).at[save_positions].set(ct),
+                x_stored,
+                xbar,
+            )
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
     boundaries = jnp.concatenate([t0[None], stored, t1[None]])
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
