@@ -1,9 +1,12 @@
 """How the adjoint ODE is integrated backwards: the adjoint methods.
 
-Every method sweeps the save intervals `[b_k, b_{k+1}]` of
-`t0 = b_0 ≤ t_1 < … < t_N ≤ b_{N+1} = T` from the last to the first, integrating
-`(w, q)` backwards over each with diffrax and applying the jump `w ← w − x̄_k` at each
-save time (DESIGN.md §2). They differ in how they know `x(t)` during the sweep.
+Every method sweeps the intervals `[b_k, b_{k+1}]` between the times at which the
+forward pass stored `x` (the save times, plus checkpoints for a checkpointed method),
+`t0 = b_0 ≤ … ≤ b_{N+1} = T`, from the last to the first. Over each it takes `(w, q)`
+from the right end to the left with diffrax, then applies the jump `w ← w − x̄_k` at a
+save time (DESIGN.md §2). The methods differ in how they know `x(t)` during the sweep
+and in how they accumulate `q` (in the stepped state, or by quadrature:
+`_quadrature.py`).
 """
 
 import abc
