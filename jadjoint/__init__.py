@@ -1,6 +1,6 @@
 """jadjoint: gradients of ODE-constrained objectives by the continuous adjoint."""
 
-import importlib.metadata
+from importlib.metadata import version as _version
 
 from ._check_grad import GradCheck as GradCheck, check_grad as check_grad
 from ._methods import (
@@ -12,4 +12,4 @@ from ._problem import Problem as Problem
 from ._quadrature import QuadratureAdjoint as QuadratureAdjoint
 from ._solve import Solution as Solution, solve as solve
 
-__version__ = importlib.metadata.version("jadjoint")
+__version__ = _version("jadjoint")
