@@ -172,14 +172,15 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     return t0, t1, ts, dt0
 
 
-def _not_all_finite(tree: PyTree):
+def not_all_finite(tree: PyTree):
+    """Whether any leaf of `tree` holds a NaN or an infinity (traceable)."""
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]
     return jnp.logical_not(jnp.all(jnp.stack(leaves))) if leaves else False
 
 
 def check_finite_inputs(p: PyTree, x0: PyTree) -> PyTree:
     """`x0`, raising at run time if `p` or `x0` holds a NaN or an infinity."""
-    bad = _not_all_finite((eqx.filter(p, eqx.is_inexact_array), x0))
+    bad = not_all_finite((eqx.filter(p, eqx.is_inexact_array), x0))
     return eqx.error_if(x0, bad, "`p` or `x0` contains NaN or inf.")
 
 
@@ -188,7 +189,7 @@ def check_finite_outputs(outputs: PyTree) -> PyTree:
         "The forward solve produced a non-finite cost or state (NaN or inf): the "
         "solution may blow up on [t0, t1], or `f`, `h` may be undefined there."
     )
-    return eqx.error_if(outputs, _not_all_finite(outputs), message)
+    return eqx.error_if(outputs, not_all_finite(outputs), message)
 
 
 def check_finite_gradients(gradients: PyTree) -> PyTree:
@@ -196,7 +197,7 @@ def check_finite_gradients(gradients: PyTree) -> PyTree:
         "The adjoint solve produced a non-finite gradient (NaN or inf). Check the "
         "cotangents, and whether `f`, `h` are differentiable along the solution."
     )
-    return eqx.error_if(gradients, _not_all_finite(gradients), message)
+    return eqx.error_if(gradients, not_all_finite(gradients), message)
 
 
 def check_finite_adjoint_rates(rates: PyTree) -> PyTree:
@@ -207,7 +208,7 @@ def check_finite_adjoint_rates(rates: PyTree) -> PyTree:
         "a non-finite derivative along the solution, so the gradient would be "
         "non-finite."
     )
-    return eqx.error_if(rates, _not_all_finite(rates), message)
+    return eqx.error_if(rates, not_all_finite(rates), message)
 
 
 FORWARD_MODE = (

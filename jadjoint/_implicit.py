@@ -16,6 +16,8 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
+from ._errors import not_all_finite
+
 # Above this many state components, solves with `h_ẋ` are matrix-free (GMRES).
 DENSE_LIMIT = 128
 
@@ -32,15 +34,11 @@ SINGULAR_MASS = "The mass matrix M " + _SINGULAR
 SINGULAR_TRANSPOSE = "The transposed solve h_ẋᵀ λ = w in the adjoint: h_ẋ " + _SINGULAR
 
 
-def _all_finite(tree: PyTree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(tree)]))
-
-
 def _checked(value: PyTree, solve_failed, message: str, throw: bool) -> PyTree:
     """`value`, raising `message` at run time if the solve that gave it failed or it
     is not finite (an LU of a singular matrix "succeeds" with infinities). Without
     `throw`, NaN instead, so that the failure is not silent."""
-    failed = solve_failed | jnp.logical_not(_all_finite(value))
+    failed = solve_failed | not_all_finite(value)
     if throw:
         return eqx.error_if(value, failed, message)
     return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
