@@ -90,13 +90,6 @@ class AdjointSystem(eqx.Module):
         return (out if xdot is None else xdot), wdot, qdot
 
 
-def jump(w: PyTree, xbar_i: PyTree | None) -> PyTree:
-    """`w(t_i⁻) = w(t_i⁺) − x̄_i` at a save time."""
-    if xbar_i is None:
-        return w
-    return jtu.tree_map(jnp.subtract, w, xbar_i)
-
-
 def time_gradients(
     problem, solves, p, times, perturbed, x0, x_final, xs, w0, xbar, cbar
 ) -> tuple:

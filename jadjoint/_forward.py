@@ -11,12 +11,16 @@ from jaxtyping import PyTree
 from ._implicit import ImplicitSolves
 
 
-def _seminorm(y: PyTree):
-    """RMS norm of all but the last component of the state: the backward state ends
-    with the parameter integral `q`, which feeds back into nothing, so its error is not
+class LeadingSeminorm(eqx.Module):
+    """RMS norm of the first `size` entries of a flat backward state. The rest is the
+    parameter integral `q`, which feeds back into nothing, so its error is not
     controlled (the seminorm of Kidger, Chen & Lyons, "'Hey, that's not an ODE':
     faster ODE adjoints via seminorms", ICML 2021)."""
-    return optx.rms_norm(y[:-1])
+
+    size: int = eqx.field(static=True)
+
+    def __call__(self, y):
+        return optx.rms_norm(y[: self.size])
 
 
 class Options(eqx.Module):
@@ -29,13 +33,13 @@ class Options(eqx.Module):
     newton_tol: float = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
 
-    @property
-    def forward_controller(self) -> diffrax.PIDController:
-        return diffrax.PIDController(rtol=self.rtol, atol=self.atol)
-
-    @property
-    def backward_controller(self) -> diffrax.PIDController:
-        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, norm=_seminorm)
+    def controller(self, controlled: int | None = None) -> diffrax.PIDController:
+        """The step-size controller; with `controlled`, its error norm sees only the
+        first `controlled` entries of a flat state."""
+        if controlled is None:
+            return diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+        norm = LeadingSeminorm(controlled)
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, norm=norm)
 
 
 def _augmented_rates(t, y, args):
@@ -76,7 +80,7 @@ def integrate(
         y0,
         args=(problem, p, solves),
         saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
-        stepsize_controller=options.forward_controller,
+        stepsize_controller=options.controller(),
         max_steps=options.max_steps,
         throw=options.throw,
     )

@@ -1,12 +1,11 @@
 """How the adjoint ODE is integrated backwards: the adjoint methods.
 
-Every method sweeps the intervals `[b_k, b_{k+1}]` between the times at which the
-forward pass stored `x` (the save times, plus checkpoints for a checkpointed method),
-`t0 = b_0 ≤ … ≤ b_{N+1} = T`, from the last to the first. Over each it takes `(w, q)`
-from the right end to the left with diffrax, then applies the jump `w ← w − x̄_k` at a
-save time (DESIGN.md §2). The methods differ in how they know `x(t)` during the sweep
-and in how they accumulate `q` (in the stepped state, or by quadrature:
-`_quadrature.py`).
+The backward pass integrates `(v, q)` from `T` to `t0`, with `v = w + o(t)` the adjoint
+with its save-time jumps folded in (`_jumps.py`), so that save times cost one step end
+each rather than one solve each. It does so in one diffrax solve per segment between
+the times at which the forward pass stored `x` for it: `t0`, a checkpointed method's
+checkpoints, `T`. The methods differ in how they know `x(t)` during the sweep and in
+how they accumulate `q` (in the stepped state, or by quadrature: `_quadrature.py`).
 """
 
 import abc
@@ -14,18 +13,20 @@ import abc
 import diffrax
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
-from ._adjoint import AdjointSystem, jump
+from ._adjoint import AdjointSystem
 from ._forward import Options, integrate
+from ._jumps import Jumps, below
 
 
 class AbstractAdjointMethod(eqx.Module):
-    """Base class of the adjoint methods. A method integrates `(w, q)` backwards over
-    one save interval, given the forward state at both its ends."""
+    """Base class of the adjoint methods. A method integrates `(v, q)` backwards over
+    one segment between stored forward states, given the states at both its ends."""
 
     @property
     @abc.abstractmethod
@@ -33,24 +34,31 @@ class AbstractAdjointMethod(eqx.Module):
         """Whether the forward pass keeps diffrax's dense output for the backward."""
 
     def checkpoint_times(self, t0, t1) -> jax.Array | None:
-        """Times, besides the save times, at which the forward pass stores `x`."""
+        """Times inside `(t0, t1)` at which the forward pass also stores `x`; the
+        backward segments end there."""
         return None
 
+    @property
+    def restarts_at_save_times(self) -> bool:
+        """Whether the backward segments also end at the save times."""
+        return False
+
     @abc.abstractmethod
-    def integrate_interval(
+    def integrate_segment(
         self,
         system: AdjointSystem,
         forward: diffrax.Solution,
+        jumps: Jumps,
         t_right,
         t_left,
         x_left: PyTree,
         x_right: PyTree,
-        w: PyTree,
+        v: PyTree,
         q: PyTree,
         dt0,
         options: Options,
     ) -> tuple[PyTree, PyTree, jax.Array]:
-        """Integrate from `t_right` back to `t_left`; return `(w, q)` at `t_left` and
+        """Integrate from `t_right` back to `t_left`; return `(v, q)` at `t_left` and
         the number of accepted steps."""
 
 
@@ -62,49 +70,67 @@ def solve_backwards(
     dt0,
     args,
     options: Options,
+    jumps: Jumps,
     *,
     carries_q: bool = True,
     dense: bool = False,
 ):
-    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`, by diffrax in reversed time,
-    and the number of accepted steps; with `dense`, also the solution itself. A failed
-    solve that does not raise (`throw=False`) gives NaN.
+    """`y(t_left)` from `y(t_right)`, `t_left < t_right`, by one diffrax solve in
+    reversed time that steps to every save time in between, and the number of accepted
+    steps; with `dense`, also the diffrax solution (of the flat state) and the
+    function that unflattens its values. A failed solve
+    that does not raise (`throw=False`) gives NaN.
 
     With `carries_q`, `y` is a tuple ending with the parameter integral `q`, which the
-    error control ignores (see `Options.backward_controller`)."""
+    error control ignores. The solve may take `max_steps` steps plus one per save
+    time. diffrax steps a flat copy of `y`: a Runge–Kutta step then costs a few array
+    operations, not a few per leaf of `y` (a neural network's parameters in `q` have
+    many leaves, and on CPU each operation in the loop carries a fixed cost)."""
+    flat_right, unravel = jax.flatten_util.ravel_pytree(y_right)
+    controlled = None
+    if carries_q:
+        controlled = (
+            flat_right.size - jax.flatten_util.ravel_pytree(y_right[-1])[0].size
+        )
+
+    def flat_rates(t, y, args):
+        return jax.flatten_util.ravel_pytree(rates(t, unravel(y), args))[0]
+
+    controller = jumps.controller(options.controller(controlled), t_left, t_right)
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(rates),
+        diffrax.ODETerm(flat_rates),
         options.solver,
-        t_right,
+        jnp.maximum(below(t_right), t_left),
         t_left,
         -dt0,
-        y_right,
+        flat_right,
         args=args,
         saveat=diffrax.SaveAt(t1=True, dense=dense),
-        stepsize_controller=(
-            options.backward_controller if carries_q else options.forward_controller
-        ),
-        max_steps=options.max_steps,
+        stepsize_controller=controller,
+        max_steps=options.max_steps + jumps.count,
         throw=options.throw,
     )
     failed = solution.result != diffrax.RESULTS.successful
-    y_left = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a[-1]), solution.ys)
+    y_left = unravel(jnp.where(failed, jnp.nan, solution.ys[-1]))
     steps = solution.stats["num_accepted_steps"]
-    return (y_left, steps, solution) if dense else (y_left, steps)
+    if not dense:
+        return y_left, steps
+    return y_left, steps, solution, unravel
 
 
 def _interpolating_rates(t, y, args):
-    system, forward = args
-    w, q = y
+    system, forward, jumps = args
+    v, q = y
     x, _ = dense_output.evaluate(forward, t)
     xdot_guess = None if system.is_explicit else dense_output.derivative(forward, t)[0]
-    _, wdot, qdot = system.rates(x, w, t, xdot_guess)
+    _, wdot, qdot = system.rates(x, jumps.w(v, t), t, xdot_guess)
     return wdot, qdot
 
 
-def _backsolve_rates(t, y, system):
-    x, w, q = y
-    return system.rates(x, w, t)
+def _backsolve_rates(t, y, args):
+    system, jumps = args
+    x, v, q = y
+    return system.rates(x, jumps.w(v, t), t)
 
 
 class InterpolatingAdjoint(AbstractAdjointMethod):
@@ -115,11 +141,11 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
 
     - `checkpoints`: `None` (default) keeps the forward solve's whole dense output:
         memory proportional to `max_steps`, no recomputation. An integer `K` stores
-        only `x` at the save times and at `K − 1` evenly spaced times in between; the
-        backward pass re-solves each interval between consecutive stored times
-        forwards, with dense output, before integrating back over it: memory
-        O(save times + K) states plus one interval's dense output, for about one extra
-        forward solve.
+        only `x` at `K − 1` evenly spaced times inside `(t0, T)` (besides the save
+        times, which are returned anyway); the backward pass re-solves each of the `K`
+        segments between them forwards, with dense output, before integrating back
+        over it: memory O(save times + K) states plus one segment's dense output, for
+        about one extra forward solve.
 
     The gradient is as accurate as the interpolant (of the solver's order)."""
 
@@ -141,8 +167,19 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
             return None
         return jnp.linspace(t0, t1, self.checkpoints + 1)[1:-1]
 
-    def integrate_interval(
-        self, system, forward, t_right, t_left, x_left, x_right, w, q, dt0, options
+    def integrate_segment(
+        self,
+        system,
+        forward,
+        jumps,
+        t_right,
+        t_left,
+        x_left,
+        x_right,
+        v,
+        q,
+        dt0,
+        options,
     ):
         if self.checkpoints is not None:
             p, problem = system.params.combined()
@@ -157,48 +194,66 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
                 options,
                 dense=True,
             )
-        (w, q), steps = solve_backwards(
+        (v, q), steps = solve_backwards(
             _interpolating_rates,
-            (w, q),
+            (v, q),
             t_right,
             t_left,
             dt0,
-            (system, forward),
+            (system, forward, jumps),
             options,
+            jumps,
         )
-        return w, q, steps
+        return v, q, steps
 
 
 class BacksolveAdjoint(AbstractAdjointMethod):
     """Integrates `(x, w, ∫ p̄)` backwards, re-integrating the state `x` from its stored
-    forward value at the end of each save interval. Memory O(save times), but the
-    backward re-integration of `x` is unstable on stiff or dissipative problems: there
-    its gradients can be badly wrong. Prefer [`jadjoint.InterpolatingAdjoint`][]."""
+    forward value at the end of each save interval (one solve per interval). Memory
+    O(save times), but the backward re-integration of `x` is unstable on stiff or
+    dissipative problems: there its gradients can be badly wrong. Prefer
+    [`jadjoint.InterpolatingAdjoint`][]."""
 
     @property
     def keeps_dense_output(self) -> bool:
         return False
 
-    def integrate_interval(
-        self, system, forward, t_right, t_left, x_left, x_right, w, q, dt0, options
+    @property
+    def restarts_at_save_times(self) -> bool:
+        return True
+
+    def integrate_segment(
+        self,
+        system,
+        forward,
+        jumps,
+        t_right,
+        t_left,
+        x_left,
+        x_right,
+        v,
+        q,
+        dt0,
+        options,
     ):
         del forward, x_left
-        (_, w, q), steps = solve_backwards(
+        (_, v, q), steps = solve_backwards(
             _backsolve_rates,
-            (x_right, w, q),
+            (x_right, v, q),
             t_right,
             t_left,
             dt0,
-            system,
+            (system, jumps),
             options,
+            jumps,
         )
-        return w, q, steps
+        return v, q, steps
 
 
 def _next_step_guess(dt, length, steps):
-    """The backward step size carried into the next interval: the mean accepted step
-    of this one when it took several; when it took one, that step (clipped to the
-    interval) was accepted, so the guess is at least the interval length."""
+    """The backward step size carried into the next segment: the mean accepted step
+    of this one when it took several; when it took one, that step was accepted, so the
+    guess is at least the segment length."""
     several = length / jnp.maximum(steps, 1)
     return jnp.where(steps >= 2, several, jnp.maximum(dt, length))
 
@@ -207,37 +262,30 @@ def backward_sweep(
     method: AbstractAdjointMethod,
     system: AdjointSystem,
     forward: diffrax.Solution,
+    jumps: Jumps,
     boundaries: jax.Array,
-    x0: PyTree,
-    x_right: PyTree,
-    xbar: PyTree | None,
+    x_boundaries: PyTree,
     dt_guess,
     options: Options,
 ) -> tuple[PyTree, PyTree]:
-    """`(w(t0), q(t0))` from `w(T) = 0`, `q(T) = 0`.
+    """`(w(t0), q(t0))` from `w(T⁺) = 0`, `q(T) = 0`.
 
-    `boundaries` holds `b_0 … b_{N+1}`; `x_right[k]` the forward state at `b_{k+1}`;
-    `xbar[k]` the cotangent of `x(b_{k+1})`, or `None` when the saved states are not
-    differentiated."""
-    w = jtu.tree_map(jnp.zeros_like, x0)
-    x_left = jtu.tree_map(
-        lambda first, rows: jnp.concatenate([first[None], rows[:-1]]), x0, x_right
-    )
+    `boundaries` holds the segment ends `t0 = b_0 < … < b_K = T`, and `x_boundaries`
+    the forward states there (a leading axis of `K + 1`)."""
+    v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), x_boundaries)
     q = jtu.tree_map(jnp.zeros_like, system.params.diff)
-    if xbar is not None:
-        zero_row = jtu.tree_map(lambda a: jnp.zeros_like(a[:1]), xbar)
-        xbar = jtu.tree_map(lambda z, a: jnp.concatenate([z, a]), zero_row, xbar)
 
-    def interval(carry, inputs):
-        w, q, dt = carry
-        t_left, t_right, x_start, x_end, xbar_left = inputs
-        w, q, steps = method.integrate_interval(
-            system, forward, t_right, t_left, x_start, x_end, w, q, dt, options
+    def segment(carry, inputs):
+        v, q, dt = carry
+        t_left, t_right, x_left, x_right = inputs
+        v, q, steps = method.integrate_segment(
+            system, forward, jumps, t_right, t_left, x_left, x_right, v, q, dt, options
         )
-        w = jump(w, xbar_left)
         dt = _next_step_guess(dt, t_right - t_left, steps)
-        return (w, q, dt), None
+        return (v, q, dt), None
 
-    inputs = (boundaries[:-1], boundaries[1:], x_left, x_right, xbar)
-    (w, q, _), _ = jax.lax.scan(interval, (w, q, dt_guess), inputs, reverse=True)
-    return w, q
+    x_left = jtu.tree_map(lambda a: a[:-1], x_boundaries)
+    x_right = jtu.tree_map(lambda a: a[1:], x_boundaries)
+    inputs = (boundaries[:-1], boundaries[1:], x_left, x_right)
+    (v, q, _), _ = jax.lax.scan(segment, (v, q, dt_guess), inputs, reverse=True)
+    return jumps.w_at_start(v), q

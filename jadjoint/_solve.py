@@ -18,6 +18,7 @@ from ._errors import (
 )
 from ._forward import Options, consistent_initial_state, integrate
 from ._implicit import ImplicitSolves
+from ._jumps import Jumps
 from ._methods import AbstractAdjointMethod, InterpolatingAdjoint, backward_sweep
 from ._problem import Problem
 
@@ -48,14 +49,16 @@ class Solution(eqx.Module):
 
 def _stored_times(ts, method, t0, t1):
     """The times at which the forward pass stores `x` for the method: the save times,
-    merged with the method's checkpoint times if it has any; and the positions of the
-    save times among them (`None`: all of them, in order)."""
+    merged with the method's checkpoint times if it has any; and the positions among
+    them of the save times and of the checkpoints (`None` and `None` when there are no
+    checkpoints: the stored times are the save times)."""
     extra = method.checkpoint_times(t0, t1)
     if extra is None:
-        return ts, None
+        return ts, None, None
     merged = jnp.concatenate([ts, extra])
     order = jnp.argsort(merged, stable=True)
-    return merged[order], jnp.argsort(order)[: ts.shape[0]]
+    rank = jnp.argsort(order)
+    return merged[order], rank[: ts.shape[0]], rank[ts.shape[0] :]
 
 
 def _outputs(forward: diffrax.Solution, options: Options, save_positions=None):
@@ -83,7 +86,7 @@ def _solve_ode(inputs, dt0, options, method):
 def _solve_ode_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
     p, x0, problem, (t0, t1, ts) = inputs
-    stored, save_positions = _stored_times(ts, method, t0, t1)
+    stored, save_positions, _ = _stored_times(ts, method, t0, t1)
     dense = method.keeps_dense_output
     forward = integrate(problem, p, x0, t0, t1, stored, dt0, options, dense=dense)
     return _outputs(forward, options, save_positions), forward
@@ -105,6 +108,26 @@ def _is_none(x) -> bool:
     return x is None
 
 
+def _segments(method, t0, t1, ts, x0, xs, x_final, stored, x_stored, positions):
+    """The backward pass's segment ends `t0 < … < T` (at the method's checkpoints,
+    whose `positions` among the stored times are given, or at the save times) and the
+    forward states there."""
+    times, middle = ts[:0], jtu.tree_map(lambda a: a[:0], xs)
+    if method.restarts_at_save_times:
+        times, middle = ts, xs
+    elif positions is not None:
+        times = stored[positions]
+        middle = jtu.tree_map(lambda a: a[positions], x_stored)
+    times = jnp.concatenate([t0[None], times, t1[None]])
+    states = jtu.tree_map(
+        lambda first, rows, last: jnp.concatenate([first[None], rows, last[None]]),
+        x0,
+        middle,
+        x_final,
+    )
+    return times, states
+
+
 @_solve_ode.def_bwd
 def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method):
     cbar, xbar, _, _ = cotangents
@@ -112,23 +135,18 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
     if problem.f is None:
         cbar = None
-    stored, save_positions = _stored_times(ts, method, t0, t1)
+    stored, save_positions, checkpoint_positions = _stored_times(ts, method, t0, t1)
     x_stored_and_final, _ = forward.ys
     x_stored = jtu.tree_map(lambda a: a[:-1], x_stored_and_final)
-    xs, xbar_stored = x_stored, None
+    x_final = jtu.tree_map(lambda a: a[-1], x_stored_and_final)
+    xs = x_stored
     if save_positions is not None:
         xs = jtu.tree_map(lambda a: a[save_positions], x_stored)
     xbar = _materialise(xbar, xs)
-    if xbar is not None:
-        xbar_stored = xbar
-        if save_positions is not None:
-            xbar_stored = jtu.tree_map(
-                lambda like, ct: jnp.zeros_like(like).at[save_positions].set(ct),
-                x_stored,
-                xbar,
-            )
+    boundaries, x_boundaries = _segments(
+        method, t0, t1, ts, x0, xs, x_final, stored, x_stored, checkpoint_positions
+    )
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
-    boundaries = jnp.concatenate([t0[None], stored, t1[None]])
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
     solves = ImplicitSolves.prepare(problem, x0, options.newton_tol, options.throw)
     system = AdjointSystem(Params(diff, static), solves, cbar)
@@ -136,10 +154,9 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
         method,
         system,
         forward,
+        Jumps.from_cotangents(ts, xbar),
         boundaries,
-        x0,
-        x_stored_and_final,
-        xbar_stored,
+        x_boundaries,
         (t1 - t0) / steps,
         options,
     )
@@ -147,7 +164,6 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
         w0, q0 = check_finite_gradients((w0, q0))
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
-    x_final = jtu.tree_map(lambda a: a[-1], x_stored_and_final)
     times_grad = time_gradients(
         problem,
         solves,
