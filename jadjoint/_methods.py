@@ -9,6 +9,7 @@ how they accumulate `q` (in the stepped state, or by quadrature: `_quadrature.py
 """
 
 import abc
+import dataclasses
 
 import diffrax
 import equinox as eqx
@@ -144,18 +145,30 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
         only `x` at `K − 1` evenly spaced times inside `(t0, T)` (besides the save
         times, which are returned anyway); the backward pass re-solves each of the `K`
         segments between them forwards, with dense output, before integrating back
-        over it: memory O(save times + K) states plus one segment's dense output, for
-        about one extra forward solve.
+        over it: about one extra forward solve.
+    - `segment_steps`: with `checkpoints`, the most steps the re-solve of one segment
+        may take (default: `max_steps`). Its dense output is sized by it, so memory is
+        O(save times + K) states plus `segment_steps` dense steps, independent of
+        `max_steps`.
 
     The gradient is as accurate as the interpolant (of the solver's order)."""
 
     checkpoints: int | None = eqx.field(static=True, default=None)
+    segment_steps: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.checkpoints is not None and self.checkpoints < 1:
             raise ValueError(
                 f"`checkpoints` must be a positive integer or None, got "
                 f"{self.checkpoints}."
+            )
+        if self.segment_steps is not None and (
+            self.checkpoints is None or self.segment_steps < 1
+        ):
+            raise ValueError(
+                f"`segment_steps` must be a positive integer, and is only used with "
+                f"`checkpoints`; got segment_steps={self.segment_steps}, "
+                f"checkpoints={self.checkpoints}."
             )
 
     @property
@@ -183,6 +196,11 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
     ):
         if self.checkpoints is not None:
             p, problem = system.params.combined()
+            resolve_options = options
+            if self.segment_steps is not None:
+                resolve_options = dataclasses.replace(
+                    options, max_steps=self.segment_steps
+                )
             forward = integrate(
                 problem,
                 p,
@@ -191,7 +209,7 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
                 t_right,
                 t_right[None],
                 None,
-                options,
+                resolve_options,
                 dense=True,
             )
         (v, q), steps = solve_backwards(

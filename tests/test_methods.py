@@ -113,3 +113,41 @@ def test_many_save_times_within_one_forward_step(adjoint):
     expected = -jnp.sum(MANY_TS[:, None] * jnp.exp(-MANY_TS[:, None] * DECAY_RATES), 0)
     actual = jax.grad(many_saves_loss)(DECAY_RATES, adjoint)
     assert max_relative_error(actual, expected) < 1e-7
+
+
+def compiled_gradient_memory(adjoint, max_steps):
+    """Bytes of temporaries XLA allocates for the jitted gradient (what the forward and
+    backward solves' buffers take; deterministic, unlike a measured peak)."""
+
+    def loss_with_budget(p):
+        solution = ja.solve(
+            problem,
+            p,
+            0.0,
+            10.0,
+            jnp.array([2.0, 1.0]),
+            saveat=TS,
+            adjoint=adjoint,
+            max_steps=max_steps,
+        )
+        return solution.cost
+
+    compiled = jax.jit(jax.grad(loss_with_budget)).lower(P).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_segment_steps_bound_memory_independently_of_max_steps():
+    """With `segment_steps`, raising `max_steps` 100× leaves the gradient's buffers
+    unchanged (≤ 1.5×); the dense method's grow with it (the test can fail)."""
+    bounded = ja.InterpolatingAdjoint(checkpoints=8, segment_steps=200)
+    small, large = (compiled_gradient_memory(bounded, n) for n in (1000, 100_000))
+    assert large <= 1.5 * small
+    dense = [
+        compiled_gradient_memory(ja.InterpolatingAdjoint(), n) for n in (1000, 100_000)
+    ]
+    assert dense[1] > 10 * dense[0]
+
+
+def test_segment_steps_need_checkpoints():
+    with pytest.raises(ValueError, match="`segment_steps` must be a positive integer"):
+        ja.InterpolatingAdjoint(segment_steps=100)
