@@ -21,7 +21,7 @@ from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
-from ._forward import Options, integrate
+from ._forward import Options, integrate, raise_if_failed
 from ._jumps import Jumps, below
 
 
@@ -109,10 +109,13 @@ def solve_backwards(
         saveat=diffrax.SaveAt(t1=True, dense=dense),
         stepsize_controller=controller,
         max_steps=options.max_steps + jumps.count,
-        throw=options.throw,
+        throw=False,
     )
+    flat_left = solution.ys[-1]
+    if options.throw:
+        flat_left = raise_if_failed(solution.result, flat_left)
     failed = solution.result != diffrax.RESULTS.successful
-    y_left = unravel(jnp.where(failed, jnp.nan, solution.ys[-1]))
+    y_left = unravel(jnp.where(failed, jnp.nan, flat_left))
     steps = solution.stats["num_accepted_steps"]
     if not dense:
         return y_left, steps
