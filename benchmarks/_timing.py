@@ -6,9 +6,11 @@ import time
 import jax
 
 
-def median_time(fn, p, repeats: int) -> float:
-    """Median wall time of `fn(p)` over `repeats` calls, after one call to compile."""
-    jax.block_until_ready(fn(p))
+def median_time(fn, p, repeats: int, *, warmup: bool = True) -> float:
+    """Median wall time of `fn(p)` over `repeats` calls, after one call to compile
+    (skipped with `warmup=False`, for a function already compiled and run)."""
+    if warmup:
+        jax.block_until_ready(fn(p))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -215,7 +215,10 @@ def solve(
         backward solves); Newton (for `g`, and for `ẋ` of an implicit `h`) converges
         to 1e-3 of the tighter of them.
     - `dt0`: the initial step of the forward solve; `None` picks it automatically.
-    - `max_steps`: the most steps any one solve may take.
+    - `max_steps`: the most steps any one solve may take (a backward solve: plus one
+        per save time, at each of which it ends a step). The forward solution's dense
+        output, which the default adjoint keeps, is allocated at this size: a value
+        near what the solve needs is faster for large states.
     - `throw`: raise at run time (under `jit` and `vmap` too) when a solve fails
         (`max_steps` reached, Newton not converging) or produces non-finite states,
         cost or gradients, and when `p` or `x0` is not finite. With `False`, nothing
