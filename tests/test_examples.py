@@ -1,7 +1,11 @@
 """Each example runs in its quick mode and does what it says."""
 
 import importlib.util
+import os
 import pathlib
+import re
+import subprocess
+import sys
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
@@ -17,3 +21,23 @@ def test_seed_problem_gradient_checks_and_loss_decreases():
     worst_gap, losses = load("seed_problem").main(steps=20)
     assert worst_gap < 1e-5
     assert losses[-1] < 0.5 * losses[0]
+
+
+def run_example(name, tmp_path):
+    """Run `examples/<name>.py --quick --out tmp_path` as a user would; its output."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), "--quick", "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_lynx_hare_fit_lowers_the_loss_and_writes_its_figure(tmp_path):
+    output = run_example("lynx_hare", tmp_path)
+    first, last = map(float, re.search(r"loss (\S+) -> (\S+)", output).groups())
+    assert last < 0.5 * first
+    assert (tmp_path / "lynx_hare.png").stat().st_size > 0
