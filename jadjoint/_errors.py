@@ -7,6 +7,7 @@ run time, through `eqx.error_if` so that they also work under `jit` and `vmap`.
 
 from collections.abc import Callable
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -142,6 +143,14 @@ def check_options(**options: Callable) -> None:
                 f"`{name}` must be an instance (e.g. `{name}=diffrax.Tsit5()`), got "
                 f"{value!r}."
             )
+
+
+def check_progress_meter(progress_meter) -> None:
+    if not isinstance(progress_meter, diffrax.AbstractProgressMeter):
+        raise TypeError(
+            "`progress_meter` must be a diffrax progress meter such as "
+            f"`diffrax.TqdmProgressMeter()`, got {progress_meter!r}."
+        )
 
 
 def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):

@@ -32,6 +32,7 @@ class Options(eqx.Module):
     max_steps: int = eqx.field(static=True)
     newton_tol: float = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
+    progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter()
 
     def controller(self, controlled: int | None = None) -> diffrax.PIDController:
         """The step-size controller; with `controlled`, its error norm sees only the
@@ -83,6 +84,7 @@ def integrate(
         stepsize_controller=options.controller(),
         max_steps=options.max_steps,
         throw=False,
+        progress_meter=options.progress_meter,
     )
     if not options.throw:
         return solution

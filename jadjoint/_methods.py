@@ -110,6 +110,7 @@ def solve_backwards(
         stepsize_controller=controller,
         max_steps=options.max_steps + jumps.count,
         throw=False,
+        progress_meter=options.progress_meter,
     )
     flat_left = solution.ys[-1]
     if options.throw:

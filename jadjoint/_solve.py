@@ -14,6 +14,7 @@ from ._errors import (
     check_finite_inputs,
     check_finite_outputs,
     check_inputs,
+    check_progress_meter,
     is_forward_mode,
 )
 from ._forward import Options, consistent_initial_state, integrate
@@ -195,6 +196,7 @@ def solve(
     dt0: Real[ArrayLike, ""] | None = None,
     max_steps: int = 4096,
     throw: bool = True,
+    progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter(),
 ) -> Solution:
     """Solve `h(x, ẋ, p, t) = 0` on `[t0, t1]` from the initial condition, and return
     the cost `∫ f dt` and the states at `saveat`, differentiable by the continuous
@@ -225,12 +227,16 @@ def solve(
         raises: `Solution.result` reports the forward solve, and gradients from a
         failed backward solve are NaN.
 
+    - `progress_meter`: a diffrax progress meter, e.g. `diffrax.TqdmProgressMeter()`
+        (needs tqdm): a bar for the forward solve and one for each backward solve.
+
     **Returns:** a [`jadjoint.Solution`][].
 
     Gradients flow to `p`, to `x0` (without `g`) and to the arrays that `f`, `h`, `g`
     close over. Wrap the function that calls `solve` in `jax.jit`.
     """
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
+    check_progress_meter(progress_meter)
     if throw:
         x0 = check_finite_inputs(p, x0)
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
@@ -244,6 +250,7 @@ def solve(
         max_steps=max_steps,
         newton_tol=newton_tol,
         throw=throw,
+        progress_meter=progress_meter,
     )
     converted = problem.closure_converted(x0, p, t0)
     reference_calls = reference_mode_calls()

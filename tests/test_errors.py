@@ -80,6 +80,8 @@ def test_options_must_be_instances():
         ja.solve(decay, 0.5, 0.0, 1.0, X0, solver=diffrax.Tsit5)
     with pytest.raises(TypeError, match="`adjoint` must be a jadjoint adjoint method"):
         ja.solve(decay, 0.5, 0.0, 1.0, X0, adjoint=diffrax.BacksolveAdjoint())
+    with pytest.raises(TypeError, match="`progress_meter` must be a diffrax progress"):
+        ja.solve(decay, 0.5, 0.0, 1.0, X0, progress_meter=True)
 
 
 def test_max_steps_raises_under_jit_and_grad():
