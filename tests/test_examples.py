@@ -41,3 +41,12 @@ def test_lynx_hare_fit_lowers_the_loss_and_writes_its_figure(tmp_path):
     first, last = map(float, re.search(r"loss (\S+) -> (\S+)", output).groups())
     assert last < 0.5 * first
     assert (tmp_path / "lynx_hare.png").stat().st_size > 0
+
+
+def test_robertson_stiff_checks_its_gradient_and_fits(tmp_path):
+    output = run_example("robertson_stiff", tmp_path)
+    worst = float(re.search(r"worst: .* at (\S+)", output).group(1))
+    first, last = map(float, re.search(r"loss (\S+) -> (\S+)", output).groups())
+    assert worst < 1e-3
+    assert last < 0.5 * first
+    assert (tmp_path / "robertson_stiff.png").stat().st_size > 0
