@@ -68,7 +68,7 @@ def loss(log_k, data):
     return jnp.mean((observe(log_k) - data) ** 2)
 
 
-def main(steps: int = 300, out: str = ".") -> list[float]:
+def main(steps: int = 150, out: str = ".") -> list[float]:
     """Check the gradient, fit, write the figure; return the losses."""
     noise = 0.01 * jax.random.normal(jax.random.PRNGKey(0), (TIMES.size, 3))
     data = observe(TRUE_LOG_K) * (1 + noise)
@@ -127,4 +127,4 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="30 steps")
     parser.add_argument("--out", default=".", help="folder for the figure")
     arguments = parser.parse_args()
-    main(steps=30 if arguments.quick else 300, out=arguments.out)
+    main(steps=30 if arguments.quick else 150, out=arguments.out)
