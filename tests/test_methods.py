@@ -26,7 +26,7 @@ P = jnp.array([1.1, 0.4, 0.1, 0.4])
 TS = jnp.linspace(0.5, 10.0, 7)
 
 
-def loss(p, adjoint):
+def loss(p, adjoint, max_steps=MAX_STEPS):
     solution = ja.solve(
         problem,
         p,
@@ -37,7 +37,7 @@ def loss(p, adjoint):
         adjoint=adjoint,
         rtol=1e-9,
         atol=1e-9,
-        max_steps=MAX_STEPS,
+        max_steps=max_steps,
     )
     return solution.cost + jnp.sum(jnp.sin(solution.xs))
 
@@ -119,20 +119,8 @@ def compiled_gradient_memory(adjoint, max_steps):
     """Bytes of temporaries XLA allocates for the jitted gradient (what the forward and
     backward solves' buffers take; deterministic, unlike a measured peak)."""
 
-    def loss_with_budget(p):
-        solution = ja.solve(
-            problem,
-            p,
-            0.0,
-            10.0,
-            jnp.array([2.0, 1.0]),
-            saveat=TS,
-            adjoint=adjoint,
-            max_steps=max_steps,
-        )
-        return solution.cost
-
-    compiled = jax.jit(jax.grad(loss_with_budget)).lower(P).compile()
+    gradient = jax.grad(lambda p: loss(p, adjoint, max_steps))
+    compiled = jax.jit(gradient).lower(P).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
 
