@@ -123,12 +123,17 @@ def solve_backwards(
     return y_left, steps, solution, unravel
 
 
-def _interpolating_rates(t, y, args):
-    system, forward, jumps = args
-    v, q = y
+def rates_along(system: AdjointSystem, forward: diffrax.Solution, jumps: Jumps, v, t):
+    """`(ẋ, ẇ, q̇)` at `t` with `x(t)` from the forward dense output (its derivative
+    starts Newton for an implicit `h`) and `w = v − o(t)`."""
     x, _ = dense_output.evaluate(forward, t)
     xdot_guess = None if system.is_explicit else dense_output.derivative(forward, t)[0]
-    _, wdot, qdot = system.rates(x, jumps.w(v, t), t, xdot_guess)
+    return system.rates(x, jumps.w(v, t), t, xdot_guess)
+
+
+def _interpolating_rates(t, y, args):
+    v, _ = y
+    _, wdot, qdot = rates_along(*args, v, t)
     return wdot, qdot
 
 

@@ -8,16 +8,11 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
-from . import _dense_output as dense_output
-from ._methods import AbstractAdjointMethod, solve_backwards
+from ._methods import AbstractAdjointMethod, rates_along, solve_backwards
 
 
 def _v_rates(t, v, args):
-    system, forward, jumps = args
-    x, _ = dense_output.evaluate(forward, t)
-    xdot_guess = None if system.is_explicit else dense_output.derivative(forward, t)[0]
-    _, wdot, _ = system.rates(x, jumps.w(v, t), t, xdot_guess)
-    return wdot
+    return rates_along(*args, v, t)[1]
 
 
 STEPS_PER_BATCH = 16
@@ -40,9 +35,7 @@ def _integral_over_steps(
     steps = interpolation.ts_size - 1
 
     def qdot(t):
-        x, _ = dense_output.evaluate(forward, t)
-        guess = None if system.is_explicit else dense_output.derivative(forward, t)[0]
-        return system.rates(x, jumps.w(unravel(backward.evaluate(t)), t), t, guess)[2]
+        return rates_along(system, forward, jumps, unravel(backward.evaluate(t)), t)[2]
 
     def batch(i, total):
         k = i * STEPS_PER_BATCH + jnp.arange(STEPS_PER_BATCH)
