@@ -22,6 +22,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
+from progress_bar import with_latest_loss  # noqa: E402
 
 import jadjoint as ja  # noqa: E402
 
@@ -84,28 +85,11 @@ def fit(years, pelts, steps: int, learning_rate: float = 0.02):
         return optax.apply_updates(params, updates), state, value
 
     losses = []
-    for _ in progress(range(steps), losses):
+    for _ in with_latest_loss(range(steps), losses):
         params, state, value = step(params, state)
         losses.append(float(value))
     losses.append(float(loss(params, years, pelts)))
     return params, losses
-
-
-def progress(iterable, losses):
-    """A tqdm bar showing the current loss, when tqdm is installed."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return iterable
-    bar = tqdm(iterable, desc="Adam", leave=False)
-
-    def with_loss():
-        for item in bar:
-            if losses:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-            yield item
-
-    return with_loss()
 
 
 def plot(params, years, pelts, path):

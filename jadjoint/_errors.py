@@ -57,7 +57,9 @@ def check_problem_outputs(problem, p: PyTree, t0, x0: PyTree) -> None:
     """Trace `f`, `h` (or `vector_field`) and `g` once on abstract inputs and check
     that each returns what the contract of [`jadjoint.Problem`][] says."""
     x = jax.eval_shape(lambda: x0)
-    if problem.vector_field is not None:
+    if problem.differential is not None:
+        _check_pair(x0)
+    elif problem.vector_field is not None:
         out = jax.eval_shape(problem.vector_field, x0, p, t0)
         _check_like(out, x, "`vector_field(x, p, t)`", "a pytree shaped like `x0`")
     else:
@@ -73,14 +75,40 @@ def check_problem_outputs(problem, p: PyTree, t0, x0: PyTree) -> None:
                 f"`f(x, p, t)` must return a scalar, got {_describe(out)}. Sum the "
                 "running cost with `jnp.sum` if it has several terms."
             )
-    if problem.g is not None:
+    if problem.g is not None and not problem.is_dae:
         out = jax.eval_shape(problem.g, x0, p)
         _check_like(out, x, "`g(x0, p)`", "a residual shaped like `x0`")
 
 
+def _check_pair(x0: PyTree) -> None:
+    if not (isinstance(x0, (tuple, list)) and len(x0) == 2):
+        raise ValueError(
+            "`x0` of a `Problem.semi_explicit` DAE must be the pair `(y0, z0_guess)` "
+            f"of differential and algebraic states, got {type(x0).__name__}."
+        )
+
+
+def check_dae_outputs(dae, x0: PyTree, p: PyTree, t0) -> None:
+    """The parts of an index-1 DAE (`_dae.IndexOneDAE`) in its coordinates `(y, z)`:
+    `a` shaped like `y`, `b` like `z`, `g` like `y`."""
+    y, z = jax.eval_shape(dae.split, x0)
+    out = jax.eval_shape(dae.a, y, z, p, t0)
+    _check_like(out, y, "`a(y, z, p, t)`", "a rate shaped like `y`")
+    out = jax.eval_shape(dae.b, y, z, p, t0)
+    _check_like(out, z, "`b(y, z, p, t)`", "a residual shaped like `z`")
+    if dae.g is not None:
+        out = jax.eval_shape(dae.g, y, z, p)
+        _check_like(
+            out,
+            y,
+            "`g(x0, p)` of a DAE",
+            "a residual for the differential part (shaped like `y0`; with a singular "
+            "mass matrix, rank(M) components)",
+        )
+
+
 def check_mass_matrix(mass, x0: PyTree, p: PyTree, t0) -> None:
-    """`M` (or `M(x, p, t)`) must be `n × n`, `n` the number of state components,
-    and a concrete constant `M` must be nonsingular."""
+    """`M` (or `M(x, p, t)`) must be `n × n`, `n` the number of state components."""
     n = sum(int(np.prod(leaf.shape)) for leaf in jtu.tree_leaves(x0))
     out = jax.eval_shape(mass, x0, p, t0) if callable(mass) else mass
     if out.shape != (n, n):
@@ -88,18 +116,9 @@ def check_mass_matrix(mass, x0: PyTree, p: PyTree, t0) -> None:
             f"The mass matrix `M` must have shape ({n}, {n}) for a state with {n} "
             f"components, got shape {out.shape}."
         )
-    if callable(mass):
-        return
-    matrix = _concrete(mass)
-    if matrix is not None and np.linalg.cond(matrix) > 1 / np.finfo(matrix.dtype).eps:
-        raise ValueError(
-            "The mass matrix `M` is singular: `Problem.mass_matrix` needs it "
-            "nonsingular (an ODE). A singular `M` makes a differential-algebraic "
-            "system, which needs the DAE forms that are not available yet."
-        )
 
 
-def _concrete(value) -> np.ndarray | None:
+def concrete_value(value) -> np.ndarray | None:
     try:
         return np.asarray(value)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
@@ -110,7 +129,7 @@ def check_interval(t0, t1) -> None:
     for name, t in (("t0", t0), ("t1", t1)):
         if jnp.shape(t) != ():
             raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(t)}.")
-    a, b = _concrete(t0), _concrete(t1)
+    a, b = concrete_value(t0), concrete_value(t1)
     if a is not None and b is not None and not b > a:
         raise ValueError(f"`t1` must be greater than `t0`, got t0={a}, t1={b}.")
 
@@ -128,7 +147,7 @@ def check_saveat(ts, t0, t1) -> jax.Array:
         "sort it and drop duplicates with `jnp.unique`."
     )
     bad = jnp.any(jnp.diff(ts) <= 0) | (ts[0] < t0) | (ts[-1] > t1)
-    concrete = _concrete(bad)
+    concrete = concrete_value(bad)
     if concrete is not None:
         if concrete:
             raise ValueError(f"{message} Got {np.asarray(ts)}.")

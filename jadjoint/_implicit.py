@@ -22,10 +22,12 @@ from ._errors import not_all_finite
 DENSE_LIMIT = 128
 
 _SINGULAR = (
-    "is singular or the solve failed. The ODE forms need h_ẋ (M for "
-    "Problem.mass_matrix) nonsingular along the solution; a differential-algebraic "
-    "system (singular h_ẋ) needs the DAE forms (Problem.semi_explicit, a singular "
-    "constant M in Problem.mass_matrix), which are not available yet."
+    "is singular or the solve failed. Problem(h) and Problem.mass_matrix with "
+    "M(x, p, t) need h_ẋ (M) nonsingular along the solution. A differential-algebraic "
+    "system (singular h_ẋ) is supported in the index-1 DAE forms: "
+    "Problem.semi_explicit(a, b) (ẏ = a(y, z, p, t), 0 = b(y, z, p, t)) and "
+    "Problem.mass_matrix with a constant singular M (concrete when the Problem is "
+    "built, i.e. outside jax.jit)."
 )
 NEWTON_FAILED = "Newton's method for ẋ in h(x, ẋ, p, t) = 0 did not converge: h_ẋ " + (
     _SINGULAR

@@ -9,10 +9,12 @@ from collections.abc import Callable
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
-from ._errors import check_callable
+from ._dae import MassSplit
+from ._errors import check_callable, concrete_value
 
 
 class _ExplicitResidual(eqx.Module):
@@ -55,6 +57,9 @@ class Problem(eqx.Module):
     Two special forms skip the Newton solve for `ẋ`:
     [`jadjoint.Problem.explicit`][] for `ẋ = vector_field(x, p, t)` and
     [`jadjoint.Problem.mass_matrix`][] for `M ẋ = vector_field(x, p, t)`.
+    Differential-algebraic systems (singular `h_ẋ`) are supported in the index-1
+    forms [`jadjoint.Problem.semi_explicit`][] and `Problem.mass_matrix` with a
+    constant singular `M`.
     """
 
     h: Callable | None
@@ -62,9 +67,13 @@ class Problem(eqx.Module):
     g: Callable | None = None
     vector_field: Callable | None = None
     mass: Array | Callable | None = None
+    differential: Callable | None = None
+    algebraic: Callable | None = None
+    mass_split: MassSplit | None = None
 
     def __check_init__(self):
-        check_callable(self.h, "h", optional=self.vector_field is not None)
+        has_parts = self.vector_field is not None or self.differential is not None
+        check_callable(self.h, "h", optional=has_parts)
         check_callable(self.f, "f", optional=True)
         check_callable(self.g, "g", optional=True)
         check_callable(self.vector_field, "vector_field", optional=True)
@@ -101,22 +110,68 @@ class Problem(eqx.Module):
 
         **Arguments:**
 
-        - `M`: the nonsingular mass matrix, `n × n` with `n` the number of state
-            components (acting on the flattened state): a constant array, factorised
-            once per solve, or a function `M(x, p, t) -> array`.
+        - `M`: the mass matrix, `n × n` with `n` the number of state components
+            (acting on the flattened state): a constant array, factorised once per
+            solve, or a nonsingular function `M(x, p, t) -> array`. A constant
+            singular `M` (e.g. `diag(1, 1, 0)`) makes an index-1 DAE, solved in the
+            coordinates `x = V (y, z)` of the SVD `M = U S Vᵀ` (see
+            [`jadjoint.Problem.semi_explicit`][]); it must be concrete here (build
+            the problem outside `jax.jit`).
         - `vector_field`: `vector_field(x, p, t)`, shaped like `x`.
-        - `f`, `g`: as for [`jadjoint.Problem`][].
+        - `f`: as for [`jadjoint.Problem`][].
+        - `g`: as for [`jadjoint.Problem`][]; with a singular `M`, it constrains the
+            differential part: its residual has `rank(M)` components, and the
+            algebraic part of `x0` follows from the algebraic equations.
         """
         check_callable(vector_field, "vector_field")
+        mass_split = None
         if not callable(M):
             M = jnp.asarray(M)
+            concrete = concrete_value(M)
+            if concrete is not None and concrete.ndim == 2:
+                mass_split = MassSplit.of(concrete.astype(np.float64))
         return cls(
             h=_MassMatrixResidual(M, vector_field),
             f=f,
             g=g,
             vector_field=vector_field,
             mass=M,
+            mass_split=mass_split,
         )
+
+    @classmethod
+    def semi_explicit(
+        cls,
+        a: Callable,
+        b: Callable,
+        f: Callable | None = None,
+        g: Callable | None = None,
+    ) -> "Problem":
+        """The semi-explicit index-1 DAE `ẏ = a(y, z, p, t)`, `0 = b(y, z, p, t)`
+        with `b_z` nonsingular: the state is the pair `x = (y, z)`.
+
+        **Arguments:**
+
+        - `a`: `a(y, z, p, t) -> ẏ`, shaped like `y`.
+        - `b`: `b(y, z, p, t) -> residual`, shaped like `z`.
+        - `f`: the running cost `f(x, p, t) -> scalar`, `x = (y, z)`.
+        - `g`: the initial condition `g(x0, p) -> residual shaped like y0`: it
+            constrains the differential part; `(y0, z0)` solve `g = 0` and `b = 0`
+            together. Without `g`, `y0` is given and `z0` solves `b(y0, z0) = 0`.
+
+        [`jadjoint.solve`][] takes `x0 = (y0, z0_guess)` and returns `xs = (ys, zs)`
+        and the consistent `x0`. `z` is resolved from `b = 0` by Newton's method
+        wherever it is needed (the state-space form; see `_dae.py` for why), and the
+        adjoint is the adjoint DAE of Cao, Li, Petzold & Serban (2003).
+        """
+        check_callable(a, "a")
+        check_callable(b, "b")
+        return cls(h=None, f=f, g=g, differential=a, algebraic=b)
+
+    @property
+    def is_dae(self) -> bool:
+        """Whether the problem is an index-1 DAE (solved in its state-space form)."""
+        return self.differential is not None or self.mass_split is not None
 
     @property
     def is_explicit(self) -> bool:

@@ -1,15 +1,20 @@
 """`solve`: the `custom_vjp` that ties the forward solve and the adjoint together."""
 
+import dataclasses
+
 import diffrax
 import equinox as eqx
+import jax.lax as lax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from ._adjoint import AdjointSystem, Params, time_gradients
 from ._check_grad import reference_mode_calls
+from ._dae import IndexOneDAE, StateSpaceForm, consistent_initialisation
 from ._errors import (
     FORWARD_MODE,
+    check_dae_outputs,
     check_finite_gradients,
     check_finite_inputs,
     check_finite_outputs,
@@ -241,6 +246,32 @@ def solve(
         x0 = check_finite_inputs(p, x0)
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
     newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
+    if problem.is_dae:
+        dae = IndexOneDAE.of(problem, x0)
+        check_dae_outputs(dae, x0, p, t0)
+        y0, z0 = consistent_initialisation(dae, x0, p, t0, newton_tol, throw)
+        state_space = StateSpaceForm(dae, lax.stop_gradient(z0), newton_tol)
+        reduced = Problem.explicit(
+            state_space.vector_field, f=None if dae.f is None else state_space.cost
+        )
+        solution = solve(
+            reduced,
+            p,
+            t0,
+            t1,
+            y0,
+            saveat=ts,
+            adjoint=adjoint,
+            solver=solver,
+            rtol=rtol,
+            atol=atol,
+            dt0=dt0,
+            max_steps=max_steps,
+            throw=throw,
+            progress_meter=progress_meter,
+        )
+        xs = state_space.states(solution.xs, ts, p, throw)
+        return dataclasses.replace(solution, xs=xs, x0=dae.join(y0, z0))
     if problem.g is not None:
         x0 = consistent_initial_state(problem.g, x0, p, newton_tol, throw)
     options = Options(

@@ -203,16 +203,9 @@ def test_singular_h_xdot_is_a_clear_error():
     """h = (ẋ₀ − x₁, x₀ + x₁): the second row has no ẋ (a DAE), so Newton fails."""
     dae = ja.Problem(lambda x, xdot, p, t: jnp.stack([xdot[0] - x[1], x[0] + x[1]]))
     solve = jax.jit(lambda x0: ja.solve(dae, None, 0.0, 1.0, x0).xs)
-    with pytest.raises(RUNTIME_ERRORS, match="h_ẋ is singular.*DAE forms"):
+    supported = "h_ẋ is singular.*index-1 DAE forms.*Problem.semi_explicit"
+    with pytest.raises(RUNTIME_ERRORS, match=supported):
         solve(jnp.array([1.0, -1.0]))
-
-
-def test_singular_constant_mass_matrix():
-    problem = ja.Problem.mass_matrix(
-        jnp.diag(jnp.array([1.0, 0.0])), lambda x, p, t: -x
-    )
-    with pytest.raises(ValueError, match="mass matrix `M` is singular"):
-        ja.solve(problem, None, 0.0, 1.0, X0)
 
 
 def test_singular_mass_function_at_run_time():

@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-import pytest
 from helpers import max_relative_error
 from hypothesis import given, settings, strategies as st
 
@@ -82,10 +81,10 @@ adjoint_grad = jax.jit(jax.grad(adjoint_loss, argnums=(0, 1)), static_argnums=3)
     m=st.integers(1, 2),
     k=st.integers(1, 5),
 )
-@pytest.mark.parametrize(
-    "adjoint", [ja.InterpolatingAdjoint(), ja.BacksolveAdjoint()], ids=["i", "b"]
-)
-def test_linear_quadratic_gradients_match_analytic(adjoint, seed, n, m, k):
+def test_linear_quadratic_gradients_match_analytic(seed, n, m, k):
+    """The default method; each example's shapes compile anew, so the other methods
+    are checked on fixed problems elsewhere."""
+    adjoint = ja.InterpolatingAdjoint()
     system = random_system(seed, n, m, k)
     p = {"A": system["A"], "B": system["B"]}
     expected = analytic_grad(p, system["x0"], system)

@@ -1,0 +1,243 @@
+"""Index-1 differential-algebraic equations, solved in their state-space form.
+
+A semi-explicit index-1 DAE, `x = (y, z)`,
+
+    ẏ = a(y, z, p, t),    0 = b(y, z, p, t),    b_z nonsingular,
+
+defines `z = z(y, p, t)` by the implicit function theorem, and so the ODE
+`ẏ = a(y, z(y, p, t), p, t)` (its state-space form; Hairer & Wanner, "Solving
+ordinary differential equations II", §VI.1). jadjoint solves that ODE with the
+explicit-ODE machinery and resolves `z` by Newton's method (optimistix) wherever `a`,
+`f` or a saved state needs it.
+
+Why this form rather than a DAE integrator: diffrax has none, and the state-space
+form keeps every diffrax solver, step-size controller and adjoint method usable as
+they are; `z` satisfies `b = 0` to the Newton tolerance at every evaluation instead of
+drifting, and the error control sees only `y`, the components that carry errors.
+The price is a small Newton solve per evaluation (warm-started from the consistent
+`z(t0)`), which is cheap when `z` is small, as in most index-1 models.
+
+The adjoint is DESIGN.md §2's adjoint DAE, obtained by composition. Differentiating
+`z(y, p, t)` by optimistix's implicit-function rule gives `z_y = −b_z^{-1} b_y` and
+`z_p = −b_z^{-1} b_p` as VJPs with one lineax solve with `b_zᵀ`, so the explicit
+adjoint of the state-space ODE is
+
+    λ̇_a = −(a_y + a_z z_y)ᵀ λ_a − c̄ (f_y + f_z z_y)ᵀ,
+
+which is Cao, Li, Petzold & Serban's `λ̇_a = −a_yᵀ λ_a + b_yᵀ λ_b + c̄ f_yᵀ` with
+`λ_b = b_z^{-ᵀ}(a_zᵀ λ_a − c̄ f_zᵀ)` eliminated (with DESIGN.md's sign of `λ`). A
+cotangent `z̄_i` on a saved `z(t_i) = z(y(t_i), p, t_i)` reaches `y(t_i)` and `p`
+through the same rule: it is the point multiplier `ν_i = −b_z^{-ᵀ} z̄_i`, adding
+`b_yᵀ ν_i` to the jump of `λ_a` and `b_pᵀ ν_i` to `dJ/dp`. Consistent
+initialisation, `g(x0, p) = 0` with `b(y0, z0, p, t0) = 0`, is differentiated by the
+same rule, which is the `g_{y0}ᵀ μ = λ_a(t0)` term.
+
+A linearly implicit `M ẋ = φ(x, p, t)` with a constant singular `M` is brought to
+this form by the SVD `M = U S Vᵀ` (rank `r`): with `x = V (y, z)`, the first `r`
+rows of `Uᵀ(M ẋ − φ) = 0` give `ẏ = S_r^{-1} U_rᵀ φ` and the others
+`0 = U_aᵀ φ`. For `M = diag(1, …, 1, 0, …, 0)`, `V` and `U` are the identity.
+
+Reference: Cao, Li, Petzold & Serban, "Adjoint sensitivity analysis for
+differential-algebraic equations", SIAM J. Sci. Comput. 24(3), 2003.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import lineax as lx
+import numpy as np
+import optimistix as optx
+from jax.flatten_util import ravel_pytree
+from jaxtyping import PyTree
+
+from ._errors import not_all_finite
+
+ALGEBRAIC_NEWTON_FAILED = (
+    "Newton's method for the algebraic variables z in b(y, z, p, t) = 0 did not "
+    "converge{where}. An index-1 DAE needs b_z nonsingular along the solution and a "
+    "root z near the starting guess (the z of x0 at t0, then the consistent z(t0))."
+)
+INITIALISATION_FAILED = (
+    "Consistent initialisation failed: Newton's method for (y0, z0) in g(x0, p) = 0, "
+    "b(y0, z0, p, t0) = 0 did not converge from the x0 given. g must constrain the "
+    "differential part y0 (as many equations as y0 has components) and b_z must be "
+    "nonsingular."
+)
+
+
+class MassSplit(eqx.Module):
+    """The coordinates `x = V (y, z)` that split `M ẋ = φ` with a constant singular
+    `M = U S Vᵀ` (SVD, rank `r`) into `ẏ = S_r^{-1} U_rᵀ φ` and `0 = U_aᵀ φ`."""
+
+    right: np.ndarray
+    left: np.ndarray
+    singular_values: np.ndarray
+    rank: int = eqx.field(static=True)
+
+    @classmethod
+    def of(cls, mass: np.ndarray) -> "MassSplit | None":
+        """The split of a concrete `M`; `None` when `M` is nonsingular (an ODE)."""
+        left, singular_values, right_t = np.linalg.svd(mass)
+        cutoff = singular_values[0] * mass.shape[0] * np.finfo(mass.dtype).eps
+        rank = int(np.sum(singular_values > cutoff))
+        if rank == mass.shape[0]:
+            return None
+        if rank == 0:
+            raise ValueError(
+                "The mass matrix `M` is zero: `Problem.mass_matrix` needs at least one "
+                "differential equation (a nonzero row of M)."
+            )
+        return cls(right_t.T, left, singular_values[:rank], rank)
+
+
+class IndexOneDAE(eqx.Module):
+    """A semi-explicit index-1 DAE in its coordinates `(y, z)`, with the maps to and
+    from the user's state `x`: `a`, `b`, and `f`, `g` re-expressed in `(y, z)`."""
+
+    a: Callable
+    b: Callable
+    f: Callable | None
+    g: Callable | None
+    split: Callable
+    join: Callable
+
+    @classmethod
+    def of(cls, problem, x0: PyTree) -> "IndexOneDAE":
+        """The DAE of `problem`: `Problem.semi_explicit` as it is, or a
+        `Problem.mass_matrix` with a singular constant `M` in its split coordinates
+        (on the flattened state, shaped like `x0`)."""
+        f, g = problem.f, problem.g
+        if problem.mass_split is None:
+            return cls(
+                a=problem.differential,
+                b=problem.algebraic,
+                f=None if f is None else lambda y, z, p, t: f((y, z), p, t),
+                g=None if g is None else lambda y, z, p: g((y, z), p),
+                split=lambda x: (x[0], x[1]),
+                join=lambda y, z: (y, z),
+            )
+        split = problem.mass_split
+        rank, right = split.rank, split.right
+        _, unravel = ravel_pytree(x0)
+
+        def join(y, z):
+            return unravel(right @ jnp.concatenate([y, z]))
+
+        def to_coordinates(x):
+            coordinates = right.T @ ravel_pytree(x)[0]
+            return coordinates[:rank], coordinates[rank:]
+
+        def projected_rates(y, z, p, t):
+            rates = ravel_pytree(problem.vector_field(join(y, z), p, t))[0]
+            return split.left.T @ rates
+
+        return cls(
+            a=lambda y, z, p, t: (
+                projected_rates(y, z, p, t)[:rank] / split.singular_values
+            ),
+            b=lambda y, z, p, t: projected_rates(y, z, p, t)[rank:],
+            f=None if f is None else lambda y, z, p, t: f(join(y, z), p, t),
+            g=None if g is None else lambda y, z, p: ravel_pytree(g(join(y, z), p))[0],
+            split=to_coordinates,
+            join=join,
+        )
+
+
+def _newton(tol: float) -> optx.Newton:
+    return optx.Newton(
+        rtol=tol, atol=tol, linear_solver=lx.AutoLinearSolver(well_posed=True)
+    )
+
+
+def _nan_if_failed(value: PyTree, failed) -> PyTree:
+    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
+
+
+class StateSpaceForm(eqx.Module):
+    """The ODE `ẏ = a(y, z(y, p, t), p, t)` and running cost `f(y, z(y, p, t), p, t)`
+    of an index-1 DAE, `z(y, p, t)` by Newton from `z_guess` (no gradient flows to
+    it: optimistix differentiates the root, not the iteration)."""
+
+    dae: IndexOneDAE
+    z_guess: PyTree
+    tol: float = eqx.field(static=True)
+
+    def algebraic(self, y, p, t):
+        """`(z, failed)` with `b(y, z, p, t) = 0`."""
+        solution = optx.root_find(
+            lambda z, args: self.dae.b(args[0], z, args[1], args[2]),
+            _newton(self.tol),
+            self.z_guess,
+            args=(y, p, t),
+            throw=False,
+        )
+        failed = (solution.result != optx.RESULTS.successful) | not_all_finite(
+            solution.value
+        )
+        return solution.value, failed
+
+    def z(self, y, p, t):
+        """`z(y, p, t)`; NaN where Newton fails, which makes diffrax reject the
+        step (a trial step far off the solution may leave Newton's basin)."""
+        return _nan_if_failed(*self.algebraic(y, p, t))
+
+    def vector_field(self, y, p, t):
+        return self.dae.a(y, self.z(y, p, t), p, t)
+
+    def cost(self, y, p, t):
+        return self.dae.f(y, self.z(y, p, t), p, t)
+
+    def states(self, ys: PyTree, ts, p, throw: bool) -> PyTree:
+        """The user's states `x(t_i) = join(y_i, z(y_i, p, t_i))` at the save times;
+        raises (with `throw`) if Newton fails at one of them."""
+        zs, failed = jax.vmap(self.algebraic, in_axes=(0, None, 0))(ys, p, ts)
+        failed = jnp.any(failed)
+        if throw:
+            message = ALGEBRAIC_NEWTON_FAILED.format(where=" at a save time")
+            zs = eqx.error_if(zs, failed, message)
+        else:
+            zs = _nan_if_failed(zs, failed)
+        return jax.vmap(self.dae.join)(ys, zs)
+
+
+def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
+    """`(y0, z0)` with `b(y0, z0, p, t0) = 0` and, when the problem has `g`,
+    `g(x0, p) = 0`, by Newton from the `x0` given; without `g`, `y0` is the `y` of
+    `x0` and only `z0` is solved for. Differentiable (implicit-function rule)."""
+    y0, z_guess = dae.split(x0)
+    if dae.g is None:
+
+        def residual(z, args):
+            y, p = args
+            return dae.b(y, z, p, t0)
+
+        solution = optx.root_find(
+            residual, _newton(tol), z_guess, args=(y0, p), throw=False
+        )
+        message = ALGEBRAIC_NEWTON_FAILED.format(where=" at t0 (from the z of x0)")
+        z0 = _raise_or_nan(solution, message, throw)
+        return y0, z0
+    flat_guess, unravel = ravel_pytree((y0, z_guess))
+
+    def joint_residual(flat, p):
+        y, z = unravel(flat)
+        return jnp.concatenate(
+            [ravel_pytree(dae.g(y, z, p))[0], ravel_pytree(dae.b(y, z, p, t0))[0]]
+        )
+
+    solution = optx.root_find(
+        joint_residual, _newton(tol), flat_guess, args=p, throw=False
+    )
+    return unravel(_raise_or_nan(solution, INITIALISATION_FAILED, throw))
+
+
+def _raise_or_nan(solution: optx.Solution, message: str, throw: bool):
+    failed = (solution.result != optx.RESULTS.successful) | not_all_finite(
+        solution.value
+    )
+    if throw:
+        return eqx.error_if(solution.value, failed, message)
+    return _nan_if_failed(solution.value, failed)
