@@ -3,6 +3,7 @@
 from importlib.metadata import version as _version
 
 from ._check_grad import GradCheck as GradCheck, check_grad as check_grad
+from ._hvp import hvp as hvp
 from ._methods import (
     AbstractAdjointMethod as AbstractAdjointMethod,
     BacksolveAdjoint as BacksolveAdjoint,

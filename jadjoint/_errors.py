@@ -240,12 +240,15 @@ def check_finite_adjoint_rates(rates: PyTree) -> PyTree:
 
 
 FORWARD_MODE = (
-    "jadjoint.solve is differentiated in reverse mode only: its derivative is the "
-    "adjoint (a `custom_vjp`). Use `jax.grad`, `jax.vjp` or `jax.jacrev`; for second "
-    "derivatives, reverse-over-reverse: `jax.jacrev(jax.grad(f))` instead of "
-    "`jax.hessian(f)`, and `jax.grad(lambda p: jnp.vdot(jax.grad(f)(p), v))` for a "
-    "Hessian-vector product. Forward mode (`jax.jvp`, `jax.jacfwd`, `jax.hessian`) "
-    "is not supported."
+    "jadjoint.solve is differentiated in reverse mode: its derivative is the adjoint "
+    "(a `custom_vjp`), so `jax.jvp` and `jax.jacfwd` of a function of its outputs "
+    "are not supported; use `jax.grad`, `jax.vjp` or `jax.jacrev`. Second "
+    "derivatives work forward over reverse (`jax.hessian(f)`, "
+    "`jax.jvp(jax.grad(f), ...)`, `jadjoint.hvp(f, p, v)`) and reverse over reverse "
+    "(`jax.jacrev(jax.grad(f))`). If this came from `jax.hessian` or `jadjoint.hvp` "
+    "of a `jax.jit`-compiled function, apply `jax.jit` outside instead "
+    "(`jax.jit(jax.hessian(f))`): a forward-mode transformation cannot be seen "
+    "through a `jit` boundary."
 )
 
 

@@ -21,7 +21,7 @@ from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
-from ._forward import Options, integrate, raise_if_failed
+from ._forward import Options, inner_adjoint, integrate, raise_if_failed
 from ._jumps import Jumps, below
 
 
@@ -109,6 +109,7 @@ def solve_backwards(
         saveat=diffrax.SaveAt(t1=True, dense=dense),
         stepsize_controller=controller,
         max_steps=options.max_steps + jumps.count,
+        adjoint=inner_adjoint(),
         throw=False,
         progress_meter=options.progress_meter,
     )

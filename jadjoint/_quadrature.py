@@ -2,12 +2,14 @@
 Gauss–Legendre quadrature over the accepted backward steps."""
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
+from ._forward import under_forward_mode
 from ._methods import AbstractAdjointMethod, rates_along, solve_backwards
 
 
@@ -52,7 +54,22 @@ def _integral_over_steps(
 
     zero = jtu.tree_map(jnp.zeros_like, system.params.diff)
     batches = (steps + STEPS_PER_BATCH - 1) // STEPS_PER_BATCH
-    return jax.lax.fori_loop(0, batches, batch, zero)
+    most_batches = -(-(times.shape[0] - 1) // STEPS_PER_BATCH)
+    # The trip count depends on the steps taken. A `lax.while_loop` (and `fori_loop`
+    # with a traced bound) cannot be reverse-differentiated, which a gradient of the
+    # gradient needs, and equinox's checkpointed loop cannot be forward-differentiated,
+    # which a Hessian-vector product needs: so the kind follows the mode, as for the
+    # inner diffrax solves (see `inner_adjoint`). Undifferentiated, both run as one
+    # `lax.while_loop`.
+    kind = "lax" if under_forward_mode() else "checkpointed"
+    _, integral = eqxi.while_loop(
+        lambda carry: carry[0] < batches,
+        lambda carry: (carry[0] + 1, batch(carry[0], carry[1])),
+        (jnp.zeros((), batches.dtype), zero),
+        max_steps=most_batches,
+        kind=kind,
+    )
+    return integral
 
 
 class QuadratureAdjoint(AbstractAdjointMethod):
