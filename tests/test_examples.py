@@ -79,3 +79,13 @@ def test_inverted_pendulum_lowers_the_cost_and_writes_its_figure(tmp_path):
     first, last = map(float, re.search(r"loss (\S+) -> (\S+)", output).groups())
     assert last < 0.5 * first
     assert (tmp_path / "inverted_pendulum.png").stat().st_size > 0
+
+
+def test_lynx_hare_newton_beats_adam_and_writes_its_figure(tmp_path):
+    output = run_example("lynx_hare_newton", tmp_path)
+    pattern = r"loss (\S+) -> (\S+) after \d+ Newton-CG steps \(Adam: (\S+) after"
+    first, newton, adam = map(float, re.search(pattern, output).groups())
+    assert newton < 0.5 * first
+    assert newton < adam
+    assert "beta" in output
+    assert (tmp_path / "lynx_hare_newton.png").stat().st_size > 0
