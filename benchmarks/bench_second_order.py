@@ -9,8 +9,11 @@ parameters, running cost and 100 observations) and the neural spiral (MLP 2→50
 - HVP fwd-over-rev: `jax.jvp` of the gradient (`jadjoint.hvp`; for diffrax, through
   `DirectAdjoint`, the one diffrax adjoint differentiable forwards);
 - HVP rev-over-rev: `jax.grad` of `⟨∇L, v⟩`;
-- Hessian (Lotka–Volterra): `jax.hessian` (forward over reverse), or
-  `jax.jacrev(jax.grad)` where forward mode is unavailable.
+- Hessian (Lotka–Volterra): `jax.hessian` (forward over reverse).
+
+diffrax's `RecursiveCheckpointAdjoint` supports neither: its backward pass is a
+`while_loop`, which JAX cannot reverse-differentiate, and its checkpointed loop
+cannot be forward-differentiated; its row has the gradient only.
 
 Median wall time after compiling (float64, one CPU thread), its ratio to the same
 method's gradient, and the relative error of the HVP against diffrax `DirectAdjoint`
@@ -97,23 +100,25 @@ def run(name, problem, p, x0, repeats, hessian):
         + (" Hessian ms (× gradient) |" if hessian else "")
     )
     print("|---|---|---|---|---|" + ("---|" if hessian else ""))
-    for label, (loss, forward_mode) in methods.items():
+    for label, (loss, second_order) in methods.items():
         of_p = lambda p, loss=loss: loss(p, x0)
         gradient, forward, reverse = products(of_p)
         t_grad = median_time(gradient, p, repeats)
-        t_rev = median_time(lambda p, fn=reverse: fn(p, v), p, repeats)
         cells = [f"{1e3 * t_grad:.2f}"]
-        if forward_mode:
-            t_fwd = median_time(lambda p, fn=forward: fn(p, v), p, repeats)
-            error = relative_error(forward(p, v), reference)
-            cells.append(f"{1e3 * t_fwd:.2f} ({t_fwd / t_grad:.1f}×)")
-        else:
-            error = relative_error(reverse(p, v), reference)
-            cells.append("not supported")
-        cells += [f"{1e3 * t_rev:.2f} ({t_rev / t_grad:.1f}×)", f"{error:.1e}"]
+        if not second_order:
+            unsupported = ["not supported"] * (4 if hessian else 3)
+            print(f"| {label} | " + " | ".join(cells + unsupported) + " |")
+            continue
+        t_fwd = median_time(lambda p, fn=forward: fn(p, v), p, repeats)
+        t_rev = median_time(lambda p, fn=reverse: fn(p, v), p, repeats)
+        error = relative_error(forward(p, v), reference)
+        cells += [
+            f"{1e3 * t_fwd:.2f} ({t_fwd / t_grad:.1f}×)",
+            f"{1e3 * t_rev:.2f} ({t_rev / t_grad:.1f}×)",
+            f"{error:.1e}",
+        ]
         if hessian:
-            full = jax.hessian if forward_mode else lambda f: jax.jacrev(jax.grad(f))
-            t_hess = median_time(jax.jit(full(of_p)), p, repeats)
+            t_hess = median_time(jax.jit(jax.hessian(of_p)), p, repeats)
             cells.append(f"{1e3 * t_hess:.2f} ({t_hess / t_grad:.1f}×)")
         print(f"| {label} | " + " | ".join(cells) + " |")
 
