@@ -172,6 +172,23 @@ def check_progress_meter(progress_meter) -> None:
         )
 
 
+def check_auto_sharding(tree: PyTree) -> None:
+    """Arrays sharded over a mesh must use its `Auto` axes: diffrax's and equinox's
+    loops do not support JAX's explicit sharding (`AxisType.Explicit`, the default
+    of `jax.make_mesh` since JAX 0.7), and would fail deep inside with a message
+    about a missing mesh axis."""
+    for leaf in jtu.tree_leaves(tree):
+        sharding = getattr(jax.typeof(leaf), "sharding", None)
+        axis_types = getattr(getattr(sharding, "mesh", None), "axis_types", ())
+        if jax.sharding.AxisType.Explicit in axis_types:
+            raise ValueError(
+                "`p` or `x0` is sharded over a mesh with explicit axes "
+                f"({sharding}); jadjoint.solve needs automatic sharding: build the "
+                "mesh with `jax.make_mesh(shape, names, axis_types=(jax.sharding."
+                "AxisType.Auto,) * len(shape))`."
+            )
+
+
 def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     """Every trace-time check of [`jadjoint.solve`][]'s arguments; returns `t0`, `t1`,
     the save times and `dt0` as arrays of one floating time dtype."""
@@ -188,6 +205,7 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     check_options(solver=solver)
     check_floating(p, "p")
     check_floating(x0, "x0")
+    check_auto_sharding((p, x0))
     check_interval(t0, t1)
     time_dtype = jnp.result_type(t0, t1, float if saveat is None else saveat, float)
     t0 = jnp.asarray(t0, time_dtype)

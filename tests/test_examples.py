@@ -89,3 +89,12 @@ def test_lynx_hare_newton_beats_adam_and_writes_its_figure(tmp_path):
     assert newton < adam
     assert "beta" in output
     assert (tmp_path / "lynx_hare_newton.png").stat().st_size > 0
+
+
+def test_sharded_ensemble_fits_on_simulated_devices(tmp_path):
+    output = run_example("sharded_ensemble", tmp_path)
+    assert "on 8 cpu devices" in output
+    assert "sharded as P('sites',)" in output
+    first, last = map(float, re.search(r"loss (\S+) -> (\S+)", output).groups())
+    assert last < 0.5 * first
+    assert (tmp_path / "sharded_ensemble.png").stat().st_size > 0
