@@ -21,7 +21,8 @@ from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
-from ._forward import Options, inner_adjoint, integrate, raise_if_failed
+from ._differentiation_mode import inner_adjoint
+from ._forward import Options, integrate, raise_if_failed
 from ._jumps import Jumps, below
 
 

@@ -9,7 +9,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
-from ._forward import under_forward_mode
+from ._differentiation_mode import under_forward_mode
 from ._methods import AbstractAdjointMethod, rates_along, solve_backwards
 
 
