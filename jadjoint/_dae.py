@@ -46,14 +46,13 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 import lineax as lx
 import numpy as np
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from ._errors import not_all_finite
+from ._errors import checked_solve
 
 ALGEBRAIC_NEWTON_FAILED = (
     "Newton's method for the algebraic variables z in b(y, z, p, t) = 0 did not "
@@ -152,10 +151,6 @@ def _newton(tol: float) -> optx.Newton:
     )
 
 
-def _nan_if_failed(value: PyTree, failed) -> PyTree:
-    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
-
-
 class StateSpaceForm(eqx.Module):
     """The ODE `ẏ = a(y, z(y, p, t), p, t)` and running cost `f(y, z(y, p, t), p, t)`
     of an index-1 DAE, `z(y, p, t)` by Newton from `z_guess` (no gradient flows to
@@ -166,7 +161,8 @@ class StateSpaceForm(eqx.Module):
     tol: float = eqx.field(static=True)
 
     def algebraic(self, y, p, t):
-        """`(z, failed)` with `b(y, z, p, t) = 0`."""
+        """`(z, failed)` with `b(y, z, p, t) = 0`; `failed` when Newton did not
+        converge (a non-finite `z` is caught by `checked_solve`)."""
         solution = optx.root_find(
             lambda z, args: self.dae.b(args[0], z, args[1], args[2]),
             _newton(self.tol),
@@ -174,15 +170,14 @@ class StateSpaceForm(eqx.Module):
             args=(y, p, t),
             throw=False,
         )
-        failed = (solution.result != optx.RESULTS.successful) | not_all_finite(
-            solution.value
-        )
-        return solution.value, failed
+        return solution.value, solution.result != optx.RESULTS.successful
 
     def z(self, y, p, t):
         """`z(y, p, t)`; NaN where Newton fails, which makes diffrax reject the
         step (a trial step far off the solution may leave Newton's basin)."""
-        return _nan_if_failed(*self.algebraic(y, p, t))
+        z, failed = self.algebraic(y, p, t)
+        message = ALGEBRAIC_NEWTON_FAILED.format(where="")
+        return checked_solve(z, failed, message, throw=False)
 
     def vector_field(self, y, p, t):
         return self.dae.a(y, self.z(y, p, t), p, t)
@@ -194,12 +189,8 @@ class StateSpaceForm(eqx.Module):
         """The user's states `x(t_i) = join(y_i, z(y_i, p, t_i))` at the save times;
         raises (with `throw`) if Newton fails at one of them."""
         zs, failed = jax.vmap(self.algebraic, in_axes=(0, None, 0))(ys, p, ts)
-        failed = jnp.any(failed)
-        if throw:
-            message = ALGEBRAIC_NEWTON_FAILED.format(where=" at a save time")
-            zs = eqx.error_if(zs, failed, message)
-        else:
-            zs = _nan_if_failed(zs, failed)
+        message = ALGEBRAIC_NEWTON_FAILED.format(where=" at a save time")
+        zs = checked_solve(zs, jnp.any(failed), message, throw)
         return jax.vmap(self.dae.join)(ys, zs)
 
 
@@ -209,17 +200,9 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
     `x0` and only `z0` is solved for. Differentiable (implicit-function rule)."""
     y0, z_guess = dae.split(x0)
     if dae.g is None:
-
-        def residual(z, args):
-            y, p = args
-            return dae.b(y, z, p, t0)
-
-        solution = optx.root_find(
-            residual, _newton(tol), z_guess, args=(y0, p), throw=False
-        )
+        z0, failed = StateSpaceForm(dae, z_guess, tol).algebraic(y0, p, t0)
         message = ALGEBRAIC_NEWTON_FAILED.format(where=" at t0 (from the z of x0)")
-        z0 = _raise_or_nan(solution, message, throw)
-        return y0, z0
+        return y0, checked_solve(z0, failed, message, throw)
     flat_guess, unravel = ravel_pytree((y0, z_guess))
 
     def joint_residual(flat, p):
@@ -231,13 +214,5 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
     solution = optx.root_find(
         joint_residual, _newton(tol), flat_guess, args=p, throw=False
     )
-    return unravel(_raise_or_nan(solution, INITIALISATION_FAILED, throw))
-
-
-def _raise_or_nan(solution: optx.Solution, message: str, throw: bool):
-    failed = (solution.result != optx.RESULTS.successful) | not_all_finite(
-        solution.value
-    )
-    if throw:
-        return eqx.error_if(solution.value, failed, message)
-    return _nan_if_failed(solution.value, failed)
+    failed = solution.result != optx.RESULTS.successful
+    return unravel(checked_solve(solution.value, failed, INITIALISATION_FAILED, throw))

@@ -224,6 +224,16 @@ def not_all_finite(tree: PyTree):
     return jnp.logical_not(jnp.all(jnp.stack(leaves))) if leaves else False
 
 
+def checked_solve(value: PyTree, solve_failed, message: str, throw: bool) -> PyTree:
+    """`value`, raising `message` at run time if the solve that gave it failed or it
+    is not finite (an LU of a singular matrix "succeeds" with infinities). Without
+    `throw`, NaN instead, so that the failure is not silent."""
+    failed = solve_failed | not_all_finite(value)
+    if throw:
+        return eqx.error_if(value, failed, message)
+    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
+
+
 def check_finite_inputs(p: PyTree, x0: PyTree) -> PyTree:
     """`x0`, raising at run time if `p` or `x0` holds a NaN or an infinity."""
     bad = not_all_finite((eqx.filter(p, eqx.is_inexact_array), x0))

@@ -16,7 +16,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from ._errors import not_all_finite
+from ._errors import checked_solve
 
 # Above this many state components, solves with `h_ẋ` are matrix-free (GMRES).
 DENSE_LIMIT = 128
@@ -34,16 +34,6 @@ NEWTON_FAILED = "Newton's method for ẋ in h(x, ẋ, p, t) = 0 did not converge
 )
 SINGULAR_MASS = "The mass matrix M " + _SINGULAR
 SINGULAR_TRANSPOSE = "The transposed solve h_ẋᵀ λ = w in the adjoint: h_ẋ " + _SINGULAR
-
-
-def _checked(value: PyTree, solve_failed, message: str, throw: bool) -> PyTree:
-    """`value`, raising `message` at run time if the solve that gave it failed or it
-    is not finite (an LU of a singular matrix "succeeds" with infinities). Without
-    `throw`, NaN instead, so that the failure is not silent."""
-    failed = solve_failed | not_all_finite(value)
-    if throw:
-        return eqx.error_if(value, failed, message)
-    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
 
 
 class ImplicitSolves(eqx.Module):
@@ -81,7 +71,7 @@ class ImplicitSolves(eqx.Module):
             state, _ = lx.LU().transpose(state, {})
         solution = lx.linear_solve(operator, flat, lx.LU(), state=state, throw=False)
         failed = solution.result != lx.RESULTS.successful
-        return _checked(unravel(solution.value), failed, SINGULAR_MASS, self.throw)
+        return checked_solve(unravel(solution.value), failed, SINGULAR_MASS, self.throw)
 
     def xdot(self, problem, x: PyTree, p: PyTree, t, guess: PyTree | None = None):
         """`ẋ` with `h(x, ẋ, p, t) = 0`; `guess` starts Newton (default `ẋ = 0`)."""
@@ -99,7 +89,7 @@ class ImplicitSolves(eqx.Module):
             lambda xdot, _: problem.h(x, xdot, p, t), newton, guess, throw=False
         )
         failed = solution.result != optx.RESULTS.successful
-        return _checked(solution.value, failed, NEWTON_FAILED, self.throw)
+        return checked_solve(solution.value, failed, NEWTON_FAILED, self.throw)
 
     def lam(self, problem, x: PyTree, xdot: PyTree, p: PyTree, t, w: PyTree):
         """`λ = h_ẋ^{-ᵀ} w`."""
@@ -110,4 +100,4 @@ class ImplicitSolves(eqx.Module):
         operator = lx.JacobianLinearOperator(lambda v, _: problem.h(x, v, p, t), xdot)
         solution = lx.linear_solve(operator.T, w, self._linear_solver(), throw=False)
         failed = solution.result != lx.RESULTS.successful
-        return _checked(solution.value, failed, SINGULAR_TRANSPOSE, self.throw)
+        return checked_solve(solution.value, failed, SINGULAR_TRANSPOSE, self.throw)

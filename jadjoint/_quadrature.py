@@ -53,7 +53,7 @@ def _integral_over_steps(
         )
 
     zero = jtu.tree_map(jnp.zeros_like, system.params.diff)
-    batches = (steps + STEPS_PER_BATCH - 1) // STEPS_PER_BATCH
+    batches = -(-steps // STEPS_PER_BATCH)
     most_batches = -(-(times.shape[0] - 1) // STEPS_PER_BATCH)
     # The trip count depends on the steps taken. A `lax.while_loop` (and `fori_loop`
     # with a traced bound) cannot be reverse-differentiated, which a gradient of the
