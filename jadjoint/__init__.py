@@ -9,8 +9,10 @@ from ._methods import (
     BacksolveAdjoint as BacksolveAdjoint,
     InterpolatingAdjoint as InterpolatingAdjoint,
 )
+from ._odeint import odeint as odeint
 from ._problem import Problem as Problem
 from ._quadrature import QuadratureAdjoint as QuadratureAdjoint
+from ._results import RESULTS as RESULTS
 from ._solve import Solution as Solution, solve as solve
 
 __version__ = _version("jadjoint")

@@ -52,19 +52,8 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from ._errors import checked_solve
-
-ALGEBRAIC_NEWTON_FAILED = (
-    "Newton's method for the algebraic variables z in b(y, z, p, t) = 0 did not "
-    "converge{where}. An index-1 DAE needs b_z nonsingular along the solution and a "
-    "root z near the starting guess (the z of x0 at t0, then the consistent z(t0))."
-)
-INITIALISATION_FAILED = (
-    "Consistent initialisation failed: Newton's method for (y0, z0) in g(x0, p) = 0, "
-    "b(y0, z0, p, t0) = 0 did not converge from the x0 given. g must constrain the "
-    "differential part y0 (as many equations as y0 has components) and b_z must be "
-    "nonsingular."
-)
+from ._errors import checked_solve, not_all_finite
+from ._results import ALGEBRAIC_FAILED, INITIALISATION_FAILED, RESULTS, failure_if
 
 
 class MassSplit(eqx.Module):
@@ -176,8 +165,7 @@ class StateSpaceForm(eqx.Module):
         """`z(y, p, t)`; NaN where Newton fails, which makes diffrax reject the
         step (a trial step far off the solution may leave Newton's basin)."""
         z, failed = self.algebraic(y, p, t)
-        message = ALGEBRAIC_NEWTON_FAILED.format(where="")
-        return checked_solve(z, failed, message, throw=False)
+        return checked_solve(z, failed, ALGEBRAIC_FAILED, throw=False)
 
     def vector_field(self, y, p, t):
         return self.dae.a(y, self.z(y, p, t), p, t)
@@ -185,24 +173,36 @@ class StateSpaceForm(eqx.Module):
     def cost(self, y, p, t):
         return self.dae.f(y, self.z(y, p, t), p, t)
 
-    def states(self, ys: PyTree, ts, p, throw: bool) -> PyTree:
-        """The user's states `x(t_i) = join(y_i, z(y_i, p, t_i))` at the save times;
-        raises (with `throw`) if Newton fails at one of them."""
+    def outcome_at(self, y, p, t) -> RESULTS:
+        """`algebraic_failed` if `z` cannot be found at `(y, t)`: evaluated where a
+        failed forward solve stopped, to name the cause of its failure."""
+        z, failed = self.algebraic(y, p, t)
+        return failure_if(failed | not_all_finite(z), RESULTS.algebraic_failed)
+
+    def states(self, ys: PyTree, ts, p, throw: bool) -> tuple[PyTree, RESULTS]:
+        """The user's states `x(t_i) = join(y_i, z(y_i, p, t_i))` at the save times,
+        and `algebraic_failed` if Newton fails at one of them (raised with
+        `throw`)."""
         zs, failed = jax.vmap(self.algebraic, in_axes=(0, None, 0))(ys, p, ts)
-        message = ALGEBRAIC_NEWTON_FAILED.format(where=" at a save time")
-        zs = checked_solve(zs, jnp.any(failed), message, throw)
-        return jax.vmap(self.dae.join)(ys, zs)
+        failed = jnp.any(failed) | not_all_finite(zs)
+        message = ALGEBRAIC_FAILED.format(where=" at a save time")
+        zs = checked_solve(zs, failed, message, throw)
+        result = failure_if(failed, RESULTS.algebraic_failed)
+        return jax.vmap(self.dae.join)(ys, zs), result
 
 
 def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
-    """`(y0, z0)` with `b(y0, z0, p, t0) = 0` and, when the problem has `g`,
-    `g(x0, p) = 0`, by Newton from the `x0` given; without `g`, `y0` is the `y` of
-    `x0` and only `z0` is solved for. Differentiable (implicit-function rule)."""
+    """`((y0, z0), result)` with `b(y0, z0, p, t0) = 0` and, when the problem has
+    `g`, `g(x0, p) = 0`, by Newton from the `x0` given; without `g`, `y0` is the `y`
+    of `x0` and only `z0` is solved for. Differentiable (implicit-function rule). A
+    failure is `initialisation_failed`, raised with `throw`, NaN without."""
     y0, z_guess = dae.split(x0)
     if dae.g is None:
         z0, failed = StateSpaceForm(dae, z_guess, tol).algebraic(y0, p, t0)
-        message = ALGEBRAIC_NEWTON_FAILED.format(where=" at t0 (from the z of x0)")
-        return y0, checked_solve(z0, failed, message, throw)
+        message = ALGEBRAIC_FAILED.format(where=" at t0 (from the z of x0)")
+        z0 = checked_solve(z0, failed, message, throw)
+        failed = failed | not_all_finite(z0)
+        return (y0, z0), failure_if(failed, RESULTS.initialisation_failed)
     flat_guess, unravel = ravel_pytree((y0, z_guess))
 
     def joint_residual(flat, p):
@@ -215,4 +215,6 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
         joint_residual, _newton(tol), flat_guess, args=p, throw=False
     )
     failed = solution.result != optx.RESULTS.successful
-    return unravel(checked_solve(solution.value, failed, INITIALISATION_FAILED, throw))
+    flat = checked_solve(solution.value, failed, INITIALISATION_FAILED, throw)
+    failed = failed | not_all_finite(flat)
+    return unravel(flat), failure_if(failed, RESULTS.initialisation_failed)

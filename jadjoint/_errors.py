@@ -39,6 +39,18 @@ def check_floating(tree: PyTree, name: str) -> None:
             )
 
 
+def check_parameters(p: PyTree) -> None:
+    """Array leaves of `p` must be real: floating-point (differentiable) or integer
+    and boolean (passed through, not differentiated)."""
+    for leaf in jtu.tree_leaves(p):
+        if eqx.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            raise TypeError(
+                f"`p` must contain only real arrays (floating-point, or integer "
+                f"leaves that are not differentiated), got a leaf of dtype "
+                f"{leaf.dtype}."
+            )
+
+
 def _check_like(out: PyTree, like: PyTree, what: str, expected: str) -> None:
     out_struct = jtu.tree_structure(out)
     like_struct = jtu.tree_structure(like)
@@ -189,6 +201,14 @@ def check_auto_sharding(tree: PyTree) -> None:
             )
 
 
+def check_max_step(dtmax) -> None:
+    if dtmax is None:
+        return
+    value = concrete_value(dtmax)
+    if jnp.shape(dtmax) != () or (value is not None and not value > 0):
+        raise ValueError(f"`dtmax` must be a positive scalar or None, got {dtmax}.")
+
+
 def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     """Every trace-time check of [`jadjoint.solve`][]'s arguments; returns `t0`, `t1`,
     the save times and `dt0` as arrays of one floating time dtype."""
@@ -203,10 +223,11 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
             f"`jadjoint.InterpolatingAdjoint()`, got {adjoint!r}."
         )
     check_options(solver=solver)
-    check_floating(p, "p")
+    check_parameters(p)
     check_floating(x0, "x0")
     check_auto_sharding((p, x0))
     check_interval(t0, t1)
+    saveat = None if saveat is None else jnp.asarray(saveat)
     time_dtype = jnp.result_type(t0, t1, float if saveat is None else saveat, float)
     t0 = jnp.asarray(t0, time_dtype)
     t1 = jnp.asarray(t1, time_dtype)

@@ -9,7 +9,9 @@ import optimistix as optx
 from jaxtyping import PyTree
 
 from ._differentiation_mode import inner_adjoint
+from ._errors import checked_solve, not_all_finite
 from ._implicit import ImplicitSolves
+from ._results import INITIALISATION_FAILED, RESULTS, failure_if
 
 
 class LeadingSeminorm(eqx.Module):
@@ -34,14 +36,15 @@ class Options(eqx.Module):
     newton_tol: float = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
     progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter()
+    dtmax: float | None = None
 
     def controller(self, controlled: int | None = None) -> diffrax.PIDController:
-        """The step-size controller; with `controlled`, its error norm sees only the
-        first `controlled` entries of a flat state."""
-        if controlled is None:
-            return diffrax.PIDController(rtol=self.rtol, atol=self.atol)
-        norm = LeadingSeminorm(controlled)
-        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, norm=norm)
+        """The step-size controller (steps at most `dtmax` long); with `controlled`,
+        its error norm sees only the first `controlled` entries of a flat state."""
+        norm = optx.rms_norm if controlled is None else LeadingSeminorm(controlled)
+        return diffrax.PIDController(
+            rtol=self.rtol, atol=self.atol, dtmax=self.dtmax, norm=norm
+        )
 
 
 def _augmented_rates(t, y, args):
@@ -106,17 +109,21 @@ def raise_if_failed(result: diffrax.RESULTS, value: PyTree) -> PyTree:
 
 def consistent_initial_state(
     g, x0_guess: PyTree, p: PyTree, tol: float, throw: bool
-) -> PyTree:
-    """`x0` with `g(x0, p) = 0`, by Newton from `x0_guess`.
+) -> tuple[PyTree, RESULTS]:
+    """`(x0, result)` with `g(x0, p) = 0`, by Newton from `x0_guess`.
 
     Differentiated by optimistix's implicit-function rule, which is DESIGN.md §2's:
     with `w(t0)` the adjoint at `t0`, `g_{x0}ᵀ μ = w(t0)` is solved (by lineax) and
-    `μᵀ g_p` added to the gradient of `p`. Raises at run time if Newton fails."""
+    `μᵀ g_p` added to the gradient of `p`. If Newton fails, `result` is
+    `initialisation_failed` and `x0` raises at run time (`throw`) or is NaN."""
     solution = optx.root_find(
         lambda x, p: g(x, p),
         optx.Newton(rtol=tol, atol=tol),
         x0_guess,
         args=p,
-        throw=throw,
+        throw=False,
     )
-    return solution.value
+    failed = solution.result != optx.RESULTS.successful
+    x0 = checked_solve(solution.value, failed, INITIALISATION_FAILED, throw)
+    failed = failed | not_all_finite(x0)
+    return x0, failure_if(failed, RESULTS.initialisation_failed)

@@ -16,24 +16,17 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from ._errors import checked_solve
+from ._errors import checked_solve, not_all_finite
+from ._results import (
+    NEWTON_FAILED,
+    RESULTS,
+    SINGULAR_MASS,
+    SINGULAR_TRANSPOSE,
+    failure_if,
+)
 
 # Above this many state components, solves with `h_ẋ` are matrix-free (GMRES).
 DENSE_LIMIT = 128
-
-_SINGULAR = (
-    "is singular or the solve failed. Problem(h) and Problem.mass_matrix with "
-    "M(x, p, t) need h_ẋ (M) nonsingular along the solution. A differential-algebraic "
-    "system (singular h_ẋ) is supported in the index-1 DAE forms: "
-    "Problem.semi_explicit(a, b) (ẏ = a(y, z, p, t), 0 = b(y, z, p, t)) and "
-    "Problem.mass_matrix with a constant singular M (concrete when the Problem is "
-    "built, i.e. outside jax.jit)."
-)
-NEWTON_FAILED = "Newton's method for ẋ in h(x, ẋ, p, t) = 0 did not converge: h_ẋ " + (
-    _SINGULAR
-)
-SINGULAR_MASS = "The mass matrix M " + _SINGULAR
-SINGULAR_TRANSPOSE = "The transposed solve h_ẋᵀ λ = w in the adjoint: h_ẋ " + _SINGULAR
 
 
 class ImplicitSolves(eqx.Module):
@@ -59,6 +52,7 @@ class ImplicitSolves(eqx.Module):
         return lx.GMRES(rtol=self.tol, atol=self.tol)
 
     def _mass_solve(self, problem, x, p, t, vector: PyTree, transpose: bool):
+        """`(M^{-1} vector, failed)`, or `M^{-ᵀ} vector` with `transpose`."""
         flat, unravel = ravel_pytree(vector)
         if self.mass_lu is None:
             operator = lx.MatrixLinearOperator(problem.mass(x, p, t))
@@ -71,12 +65,10 @@ class ImplicitSolves(eqx.Module):
             state, _ = lx.LU().transpose(state, {})
         solution = lx.linear_solve(operator, flat, lx.LU(), state=state, throw=False)
         failed = solution.result != lx.RESULTS.successful
-        return checked_solve(unravel(solution.value), failed, SINGULAR_MASS, self.throw)
+        return unravel(solution.value), failed
 
-    def xdot(self, problem, x: PyTree, p: PyTree, t, guess: PyTree | None = None):
-        """`ẋ` with `h(x, ẋ, p, t) = 0`; `guess` starts Newton (default `ẋ = 0`)."""
-        if problem.is_explicit:
-            return problem.vector_field(x, p, t)
+    def _solve_xdot(self, problem, x, p, t, guess):
+        """`(ẋ, failed)` for a mass matrix or a general `h`."""
         if problem.mass is not None:
             rate = problem.vector_field(x, p, t)
             return self._mass_solve(problem, x, p, t, rate, transpose=False)
@@ -88,15 +80,36 @@ class ImplicitSolves(eqx.Module):
         solution = optx.root_find(
             lambda xdot, _: problem.h(x, xdot, p, t), newton, guess, throw=False
         )
-        failed = solution.result != optx.RESULTS.successful
-        return checked_solve(solution.value, failed, NEWTON_FAILED, self.throw)
+        return solution.value, solution.result != optx.RESULTS.successful
+
+    def xdot(self, problem, x: PyTree, p: PyTree, t, guess: PyTree | None = None):
+        """`ẋ` with `h(x, ẋ, p, t) = 0`; `guess` starts Newton (default `ẋ = 0`).
+        A failure raises with `throw`, and gives NaN without."""
+        if problem.is_explicit:
+            return problem.vector_field(x, p, t)
+        xdot, failed = self._solve_xdot(problem, x, p, t, guess)
+        message = NEWTON_FAILED if problem.mass is None else SINGULAR_MASS
+        return checked_solve(xdot, failed, message, self.throw)
+
+    def outcome_at(self, problem, x: PyTree, p: PyTree, t) -> RESULTS:
+        """Whether `ẋ` can be found at `(x, t)`: `newton_failed` (or
+        `singular_mass_matrix`) if not. Evaluated where a failed forward solve
+        stopped, to name the cause of its failure."""
+        if problem.is_explicit:
+            return RESULTS.successful
+        xdot, failed = self._solve_xdot(problem, x, p, t, None)
+        failure = RESULTS.newton_failed
+        if problem.mass is not None:
+            failure = RESULTS.singular_mass_matrix
+        return failure_if(failed | not_all_finite(xdot), failure)
 
     def lam(self, problem, x: PyTree, xdot: PyTree, p: PyTree, t, w: PyTree):
         """`λ = h_ẋ^{-ᵀ} w`."""
         if problem.is_explicit:
             return w
         if problem.mass is not None:
-            return self._mass_solve(problem, x, p, t, w, transpose=True)
+            lam, failed = self._mass_solve(problem, x, p, t, w, transpose=True)
+            return checked_solve(lam, failed, SINGULAR_MASS, self.throw)
         operator = lx.JacobianLinearOperator(lambda v, _: problem.h(x, v, p, t), xdot)
         solution = lx.linear_solve(operator.T, w, self._linear_solver(), throw=False)
         failed = solution.result != lx.RESULTS.successful

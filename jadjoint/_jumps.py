@@ -16,6 +16,7 @@ field of an FSAL solver), so every evaluation sees `o` on the correct side.
 
 import diffrax
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -73,5 +74,7 @@ class Jumps(eqx.Module):
 
 def below(t: jax.Array) -> jax.Array:
     """The float just below `t`, where a backward solve from a save time `t` starts:
-    the side on which that save time's jump has been applied."""
-    return jnp.nextafter(t, jnp.array(-jnp.inf, t.dtype))
+    the side on which that save time's jump has been applied. Its derivative is 1
+    (equinox's `prevbefore`), so that the solve's start moves with `t` when the
+    gradient is differentiated with respect to the times."""
+    return eqxi.prevbefore(t)

@@ -1,7 +1,5 @@
 """`solve`: the `custom_vjp` that ties the forward solve and the adjoint together."""
 
-import dataclasses
-
 import diffrax
 import equinox as eqx
 import jax.lax as lax
@@ -19,14 +17,18 @@ from ._errors import (
     check_finite_inputs,
     check_finite_outputs,
     check_inputs,
+    check_max_step,
     check_progress_meter,
     is_forward_mode,
+    not_all_finite,
 )
 from ._forward import Options, consistent_initial_state, integrate
 from ._implicit import ImplicitSolves
+from ._inputs import parameter_arrays, state_arrays
 from ._jumps import Jumps
 from ._methods import AbstractAdjointMethod, InterpolatingAdjoint, backward_sweep
 from ._problem import Problem
+from ._results import RESULTS, failure_if, first_failure
 
 
 class Solution(eqx.Module):
@@ -40,9 +42,11 @@ class Solution(eqx.Module):
         has `g`, else the `x0` given. Differentiable.
     - `stats`: forward-solve statistics from diffrax (`num_steps`,
         `num_accepted_steps`, `num_rejected_steps`).
-    - `result`: the forward solve's `diffrax.RESULTS`. With `throw=True` (the
-        default) a failure raises instead, so it is always `successful`; with
-        `throw=False`, check it (and `jnp.isfinite(cost)`) yourself.
+    - `result`: a [`jadjoint.RESULTS`][]: `successful`, or the first failure of the
+        solve (of `g`, of the forward integration, of a Newton solve in it). With
+        `throw=True` (the default) a failure raises instead, so it is always
+        `successful`; with `throw=False` a failed solve's `cost`, `xs` and `x0` are
+        NaN, and so are their gradients.
     """
 
     cost: Array
@@ -50,7 +54,7 @@ class Solution(eqx.Module):
     xs: PyTree
     x0: PyTree
     stats: dict
-    result: diffrax.RESULTS
+    result: RESULTS
 
 
 def _stored_times(ts, method, t0, t1):
@@ -78,12 +82,18 @@ def _outputs(forward: diffrax.Solution, options: Options, save_positions=None):
         key: forward.stats[key]
         for key in ("num_steps", "num_accepted_steps", "num_rejected_steps")
     }
-    return cost, xs, stats, forward.result
+    # Where the solve stopped (`t1`, or where it failed): the state saved "at t1" is
+    # diffrax's final state.
+    last = (forward.ts[-1], jtu.tree_map(lambda a: a[-1], xs_and_final))
+    return cost, xs, stats, RESULTS.promote(forward.result), last
 
 
+# Inside a `custom_vjp` JAX may pass a primal that was a Python number as one (a
+# `float` subclass), which equinox's filtered transformations take for a static
+# value: each rule converts its inputs to arrays again.
 @eqx.filter_custom_vjp
 def _solve_ode(inputs, dt0, options, method):
-    p, x0, problem, (t0, t1, ts) = inputs
+    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     forward = integrate(problem, p, x0, t0, t1, ts, dt0, options, dense=False)
     return _outputs(forward, options)
 
@@ -91,7 +101,7 @@ def _solve_ode(inputs, dt0, options, method):
 @_solve_ode.def_fwd
 def _solve_ode_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
-    p, x0, problem, (t0, t1, ts) = inputs
+    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     stored, save_positions, _ = _stored_times(ts, method, t0, t1)
     dense = method.keeps_dense_output
     forward = integrate(problem, p, x0, t0, t1, stored, dt0, options, dense=dense)
@@ -136,8 +146,8 @@ def _segments(method, t0, t1, ts, x0, xs, x_final, stored, x_stored, positions):
 
 @_solve_ode.def_bwd
 def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method):
-    cbar, xbar, _, _ = cotangents
-    p, x0, problem, (t0, t1, ts) = inputs
+    cbar, xbar, _, _, _ = cotangents
+    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
     if problem.f is None:
         cbar = None
@@ -168,6 +178,9 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     )
     if options.throw:
         w0, q0 = check_finite_gradients((w0, q0))
+    else:
+        failed = forward.result != diffrax.RESULTS.successful
+        w0, q0 = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w0, q0))
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
     times_grad = time_gradients(
@@ -186,6 +199,39 @@ def _solve_ode_bwd(forward, cotangents, perturbed, inputs, dt0, options, method)
     return p_grad, x0_grad, problem_grad, times_grad
 
 
+def _solve_ode_problem(problem, p, t0, t1, x0, ts, dt0, options, adjoint):
+    """The ODE (explicit, mass-matrix or implicit `h`) from a given `x0`: the
+    differentiable `(cost, xs)`, the statistics, the integration's result (with the
+    cause of a failure named where it is a Newton solve), and where it stopped."""
+    converted = problem.closure_converted(x0, p, t0)
+    reference_calls = reference_mode_calls()
+    if reference_calls is not None:
+        reference_calls.append(problem)
+        forward = integrate(converted, p, x0, t0, t1, ts, dt0, options, dense=False)
+        return _outputs(forward, options)
+    inputs = (p, x0, converted, (t0, t1, ts))
+    try:
+        return _solve_ode(inputs, dt0, options, adjoint)
+    except (TypeError, ValueError) as error:
+        if is_forward_mode(error, inputs):
+            raise TypeError(FORWARD_MODE) from error
+        raise
+
+
+def _diagnosed(result: RESULTS, outputs: PyTree, outcome_at_last: RESULTS) -> RESULTS:
+    """The integration's result, with the cause named: when it failed (or gave
+    non-finite outputs) and `ẋ` cannot be found where it stopped, that failure."""
+    suspect = (result != RESULTS.successful) | not_all_finite(outputs)
+    return first_failure(failure_if(suspect, outcome_at_last), result)
+
+
+def _nan_if(failed, tree: PyTree) -> PyTree:
+    """`tree`, NaN where `failed`, its derivative unchanged (so that the cotangents
+    reach the adjoint, which makes the gradient NaN too)."""
+    poison = jnp.where(failed, jnp.nan, 0.0)
+    return jtu.tree_map(lambda a: a + poison.astype(a.dtype), tree)
+
+
 def solve(
     problem: Problem,
     p: PyTree,
@@ -199,6 +245,7 @@ def solve(
     rtol: float = 1e-6,
     atol: float = 1e-8,
     dt0: Real[ArrayLike, ""] | None = None,
+    dtmax: Real[ArrayLike, ""] | None = None,
     max_steps: int = 4096,
     throw: bool = True,
     progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter(),
@@ -210,10 +257,11 @@ def solve(
     **Arguments:**
 
     - `problem`: a [`jadjoint.Problem`][].
-    - `p`: the parameters: any pytree of floating-point arrays (or `None`).
+    - `p`: the parameters: any pytree of floating-point arrays or Python numbers (or
+        `None`). Integer leaves are passed through and not differentiated.
     - `t0`, `t1`: the time interval, `t0 < t1`.
-    - `x0`: the initial state (a pytree of floating-point arrays); with `problem.g`,
-        the initial guess of the Newton solve of `g(x0, p) = 0`.
+    - `x0`: the initial state (a pytree of floating-point arrays or Python numbers);
+        with `problem.g`, the initial guess of the Newton solve of `g(x0, p) = 0`.
     - `saveat`: increasing times in `[t0, t1]` at which to return the state.
         Default: `[t1]`.
     - `adjoint`: how the adjoint is integrated backwards.
@@ -222,6 +270,8 @@ def solve(
         backward solves); Newton (for `g`, and for `ẋ` of an implicit `h`) converges
         to 1e-3 of the tighter of them.
     - `dt0`: the initial step of the forward solve; `None` picks it automatically.
+    - `dtmax`: the longest step the forward and backward solves may take; `None`
+        (default) for no limit.
     - `max_steps`: the most steps any one solve may take (a backward solve: plus one
         per save time, at each of which it ends a step). The forward solution's dense
         output, which the default adjoint keeps, is allocated at this size: a value
@@ -229,9 +279,8 @@ def solve(
     - `throw`: raise at run time (under `jit` and `vmap` too) when a solve fails
         (`max_steps` reached, Newton not converging) or produces non-finite states,
         cost or gradients, and when `p` or `x0` is not finite. With `False`, nothing
-        raises: `Solution.result` reports the forward solve, and gradients from a
-        failed backward solve are NaN.
-
+        raises: `Solution.result` says what failed, and the outputs of a failed
+        solve and their gradients are NaN.
     - `progress_meter`: a diffrax progress meter, e.g. `diffrax.TqdmProgressMeter()`
         (needs tqdm): a bar for the forward solve and one for each backward solve.
 
@@ -240,40 +289,14 @@ def solve(
     Gradients flow to `p`, to `x0` (without `g`) and to the arrays that `f`, `h`, `g`
     close over. Wrap the function that calls `solve` in `jax.jit`.
     """
+    p, x0 = parameter_arrays(p), state_arrays(x0)
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
+    check_max_step(dtmax)
     check_progress_meter(progress_meter)
     if throw:
         x0 = check_finite_inputs(p, x0)
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
     newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
-    if problem.is_dae:
-        dae = IndexOneDAE.of(problem, x0)
-        check_dae_outputs(dae, x0, p, t0)
-        y0, z0 = consistent_initialisation(dae, x0, p, t0, newton_tol, throw)
-        state_space = StateSpaceForm(dae, lax.stop_gradient(z0), newton_tol)
-        reduced = Problem.explicit(
-            state_space.vector_field, f=None if dae.f is None else state_space.cost
-        )
-        solution = solve(
-            reduced,
-            p,
-            t0,
-            t1,
-            y0,
-            saveat=ts,
-            adjoint=adjoint,
-            solver=solver,
-            rtol=rtol,
-            atol=atol,
-            dt0=dt0,
-            max_steps=max_steps,
-            throw=throw,
-            progress_meter=progress_meter,
-        )
-        xs = state_space.states(solution.xs, ts, p, throw)
-        return dataclasses.replace(solution, xs=xs, x0=dae.join(y0, z0))
-    if problem.g is not None:
-        x0 = consistent_initial_state(problem.g, x0, p, newton_tol, throw)
     options = Options(
         solver=solver,
         rtol=rtol,
@@ -282,19 +305,41 @@ def solve(
         newton_tol=newton_tol,
         throw=throw,
         progress_meter=progress_meter,
+        dtmax=dtmax,
     )
-    converted = problem.closure_converted(x0, p, t0)
-    reference_calls = reference_mode_calls()
-    if reference_calls is not None:
-        reference_calls.append(problem)
-        forward = integrate(converted, p, x0, t0, t1, ts, dt0, options, dense=False)
-        cost, xs, stats, result = _outputs(forward, options)
-        return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats, result=result)
-    inputs = (p, x0, converted, (t0, t1, ts))
-    try:
-        cost, xs, stats, result = _solve_ode(inputs, dt0, options, adjoint)
-    except (TypeError, ValueError) as error:
-        if is_forward_mode(error, inputs):
-            raise TypeError(FORWARD_MODE) from error
-        raise
+    if problem.is_dae:
+        dae = IndexOneDAE.of(problem, x0)
+        check_dae_outputs(dae, x0, p, t0)
+        (y0, z0), initialised = consistent_initialisation(
+            dae, x0, p, t0, newton_tol, throw
+        )
+        state_space = StateSpaceForm(dae, lax.stop_gradient(z0), newton_tol)
+        reduced = Problem.explicit(
+            state_space.vector_field, f=None if dae.f is None else state_space.cost
+        )
+        cost, ys, stats, integrated, (t_last, y_last) = _solve_ode_problem(
+            reduced, p, t0, t1, y0, ts, dt0, options, adjoint
+        )
+        xs, saved = state_space.states(ys, ts, p, throw)
+        x0 = dae.join(y0, z0)
+        if not throw:
+            outcome_at_last = state_space.outcome_at(y_last, p, t_last)
+            integrated = _diagnosed(integrated, (cost, ys), outcome_at_last)
+        result = first_failure(initialised, integrated, saved)
+    else:
+        initialised = RESULTS.successful
+        if problem.g is not None:
+            x0, initialised = consistent_initial_state(
+                problem.g, x0, p, newton_tol, throw
+            )
+        cost, xs, stats, integrated, (t_last, x_last) = _solve_ode_problem(
+            problem, p, t0, t1, x0, ts, dt0, options, adjoint
+        )
+        if not throw:
+            solves = ImplicitSolves.prepare(problem, x0, newton_tol, throw)
+            outcome_at_last = solves.outcome_at(problem, x_last, p, t_last)
+            integrated = _diagnosed(integrated, (cost, xs), outcome_at_last)
+        result = first_failure(initialised, integrated)
+    if not throw:
+        cost, xs, x0 = _nan_if(result != RESULTS.successful, (cost, xs, x0))
     return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats, result=result)
