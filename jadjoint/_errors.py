@@ -45,9 +45,8 @@ def check_parameters(p: PyTree) -> None:
     for leaf in jtu.tree_leaves(p):
         if eqx.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.complexfloating):
             raise TypeError(
-                f"`p` must contain only real arrays (floating-point, or integer "
-                f"leaves that are not differentiated), got a leaf of dtype "
-                f"{leaf.dtype}."
+                "`p` must contain only real floating-point arrays (or integer ones, "
+                f"which are not differentiated), got a leaf of dtype {leaf.dtype}."
             )
 
 

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import ArrayLike, PyTree, Real
 
+from ._differentiation_mode import under_forward_mode
+from ._errors import FORWARD_MODE
 from ._inputs import parameter_arrays, state_arrays
 from ._methods import AbstractAdjointMethod, InterpolatingAdjoint
 from ._problem import Problem
@@ -77,13 +79,22 @@ def odeint(
         return jtu.tree_map(lambda y: y[None], y0)
     converted, consts = jax.closure_convert(func, y0, t[0], *args)
     options = (rtol, atol, mxstep, None if math.isinf(hmax) else hmax)
-    return _odeint(converted, y0, t, (*args, *consts), options, solver, adjoint, throw)
+    inputs = (converted, y0, t, (*args, *consts), options, solver, adjoint, throw)
+    # Compiled once per closure-converted `func` (jax caches the conversion), as
+    # jax's own `odeint` is; but traced inline under a forward-mode transformation,
+    # which the solve must see to be differentiated to second order (see
+    # `under_forward_mode`): `jax.jit(jax.hessian(F))` still compiles it.
+    if under_forward_mode():
+        return _odeint(*inputs)
+    try:
+        return _compiled_odeint(*inputs)
+    except TypeError as error:
+        if "forward-mode autodiff" in str(error):
+            raise TypeError(FORWARD_MODE) from error
+        raise
 
 
-@eqx.filter_jit
 def _odeint(converted, y0, t, args, options, solver, adjoint, throw):
-    """Compiled once per closure-converted `func` (jax caches the conversion), as
-    jax's own `odeint` is."""
     rtol, atol, mxstep, hmax = options
     problem = Problem.explicit(lambda y, args, t: converted(y, t, *args))
     solution = solve(
@@ -102,3 +113,6 @@ def _odeint(converted, y0, t, args, options, solver, adjoint, throw):
         throw=throw,
     )
     return solution.xs
+
+
+_compiled_odeint = eqx.filter_jit(_odeint)
