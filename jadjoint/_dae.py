@@ -52,7 +52,7 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from ._errors import checked_solve, not_all_finite
+from ._errors import checked_outcome, checked_solve, not_all_finite
 from ._results import ALGEBRAIC_FAILED, INITIALISATION_FAILED, RESULTS, failure_if
 
 
@@ -184,10 +184,10 @@ class StateSpaceForm(eqx.Module):
         and `algebraic_failed` if Newton fails at one of them (raised with
         `throw`)."""
         zs, failed = jax.vmap(self.algebraic, in_axes=(0, None, 0))(ys, p, ts)
-        failed = jnp.any(failed) | not_all_finite(zs)
         message = ALGEBRAIC_FAILED.format(where=" at a save time")
-        zs = checked_solve(zs, failed, message, throw)
-        result = failure_if(failed, RESULTS.algebraic_failed)
+        zs, result = checked_outcome(
+            zs, jnp.any(failed), message, throw, RESULTS.algebraic_failed
+        )
         return jax.vmap(self.dae.join)(ys, zs), result
 
 
@@ -200,9 +200,10 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
     if dae.g is None:
         z0, failed = StateSpaceForm(dae, z_guess, tol).algebraic(y0, p, t0)
         message = ALGEBRAIC_FAILED.format(where=" at t0 (from the z of x0)")
-        z0 = checked_solve(z0, failed, message, throw)
-        failed = failed | not_all_finite(z0)
-        return (y0, z0), failure_if(failed, RESULTS.initialisation_failed)
+        z0, result = checked_outcome(
+            z0, failed, message, throw, RESULTS.initialisation_failed
+        )
+        return (y0, z0), result
     flat_guess, unravel = ravel_pytree((y0, z_guess))
 
     def joint_residual(flat, p):
@@ -215,6 +216,11 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
         joint_residual, _newton(tol), flat_guess, args=p, throw=False
     )
     failed = solution.result != optx.RESULTS.successful
-    flat = checked_solve(solution.value, failed, INITIALISATION_FAILED, throw)
-    failed = failed | not_all_finite(flat)
-    return unravel(flat), failure_if(failed, RESULTS.initialisation_failed)
+    flat, result = checked_outcome(
+        solution.value,
+        failed,
+        INITIALISATION_FAILED,
+        throw,
+        RESULTS.initialisation_failed,
+    )
+    return unravel(flat), result

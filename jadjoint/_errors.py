@@ -15,6 +15,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
+from ._results import RESULTS, failure_if
+
 
 def check_callable(fn, name: str, *, optional: bool = False) -> None:
     if fn is None and optional:
@@ -248,10 +250,20 @@ def checked_solve(value: PyTree, solve_failed, message: str, throw: bool) -> PyT
     """`value`, raising `message` at run time if the solve that gave it failed or it
     is not finite (an LU of a singular matrix "succeeds" with infinities). Without
     `throw`, NaN instead, so that the failure is not silent."""
+    return checked_outcome(value, solve_failed, message, throw, RESULTS.successful)[0]
+
+
+def checked_outcome(
+    value: PyTree, solve_failed, message: str, throw: bool, failure: RESULTS
+) -> tuple[PyTree, RESULTS]:
+    """`checked_solve`'s value, and `failure` where the solve failed (else
+    `successful`)."""
     failed = solve_failed | not_all_finite(value)
     if throw:
-        return eqx.error_if(value, failed, message)
-    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
+        value = eqx.error_if(value, failed, message)
+    else:
+        value = jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
+    return value, failure_if(failed, failure)
 
 
 def check_finite_inputs(p: PyTree, x0: PyTree) -> PyTree:
@@ -298,6 +310,17 @@ FORWARD_MODE = (
     "(`jax.jit(jax.hessian(f))`): a forward-mode transformation cannot be seen "
     "through a `jit` boundary."
 )
+
+
+def reverse_mode_only(fn: Callable, inputs: PyTree):
+    """`fn(inputs)`, with the `TypeError` `FORWARD_MODE` in place of JAX's error when
+    it is differentiated in forward mode (its derivative is a `custom_vjp`)."""
+    try:
+        return fn(inputs)
+    except (TypeError, ValueError) as error:
+        if is_forward_mode(error, inputs):
+            raise TypeError(FORWARD_MODE) from error
+        raise
 
 
 def is_forward_mode(error: Exception, inputs: PyTree) -> bool:

@@ -9,9 +9,9 @@ import optimistix as optx
 from jaxtyping import PyTree
 
 from ._differentiation_mode import inner_adjoint
-from ._errors import checked_solve, not_all_finite
+from ._errors import checked_outcome
 from ._implicit import ImplicitSolves
-from ._results import INITIALISATION_FAILED, RESULTS, failure_if
+from ._results import INITIALISATION_FAILED, RESULTS
 
 
 class LeadingSeminorm(eqx.Module):
@@ -124,6 +124,10 @@ def consistent_initial_state(
         throw=False,
     )
     failed = solution.result != optx.RESULTS.successful
-    x0 = checked_solve(solution.value, failed, INITIALISATION_FAILED, throw)
-    failed = failed | not_all_finite(x0)
-    return x0, failure_if(failed, RESULTS.initialisation_failed)
+    return checked_outcome(
+        solution.value,
+        failed,
+        INITIALISATION_FAILED,
+        throw,
+        RESULTS.initialisation_failed,
+    )

@@ -7,7 +7,6 @@ numeric leaf becomes a JAX array before anything else sees it: then `1.0`,
 `np.float64(1.0)` and `jnp.array(1.0)` give the same solve and the same gradients.
 """
 
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -17,7 +16,7 @@ _NUMERIC = (bool, int, float, complex, np.ndarray, np.generic)
 
 
 def _is_numeric(leaf) -> bool:
-    return isinstance(leaf, _NUMERIC) and not isinstance(leaf, jax.Array)
+    return isinstance(leaf, _NUMERIC)
 
 
 def parameter_arrays(p: PyTree) -> PyTree:

@@ -17,7 +17,7 @@ import jax.tree_util as jtu
 from jaxtyping import ArrayLike, PyTree, Real
 
 from ._differentiation_mode import under_forward_mode
-from ._errors import FORWARD_MODE
+from ._errors import reverse_mode_only
 from ._inputs import parameter_arrays, state_arrays
 from ._methods import AbstractAdjointMethod, InterpolatingAdjoint
 from ._problem import Problem
@@ -86,12 +86,7 @@ def odeint(
     # `under_forward_mode`): `jax.jit(jax.hessian(F))` still compiles it.
     if under_forward_mode():
         return _odeint(*inputs)
-    try:
-        return _compiled_odeint(*inputs)
-    except TypeError as error:
-        if "forward-mode autodiff" in str(error):
-            raise TypeError(FORWARD_MODE) from error
-        raise
+    return reverse_mode_only(lambda i: _compiled_odeint(*i), inputs)
 
 
 def _odeint(converted, y0, t, args, options, solver, adjoint, throw):

@@ -11,7 +11,6 @@ from ._adjoint import AdjointSystem, Params, time_gradients
 from ._check_grad import reference_mode_calls
 from ._dae import IndexOneDAE, StateSpaceForm, consistent_initialisation
 from ._errors import (
-    FORWARD_MODE,
     check_dae_outputs,
     check_finite_gradients,
     check_finite_inputs,
@@ -19,8 +18,8 @@ from ._errors import (
     check_inputs,
     check_max_step,
     check_progress_meter,
-    is_forward_mode,
     not_all_finite,
+    reverse_mode_only,
 )
 from ._forward import Options, consistent_initial_state, integrate
 from ._implicit import ImplicitSolves
@@ -210,12 +209,7 @@ def _solve_ode_problem(problem, p, t0, t1, x0, ts, dt0, options, adjoint):
         forward = integrate(converted, p, x0, t0, t1, ts, dt0, options, dense=False)
         return _outputs(forward, options)
     inputs = (p, x0, converted, (t0, t1, ts))
-    try:
-        return _solve_ode(inputs, dt0, options, adjoint)
-    except (TypeError, ValueError) as error:
-        if is_forward_mode(error, inputs):
-            raise TypeError(FORWARD_MODE) from error
-        raise
+    return reverse_mode_only(lambda i: _solve_ode(i, dt0, options, adjoint), inputs)
 
 
 def _diagnosed(result: RESULTS, outputs: PyTree, outcome_at_last: RESULTS) -> RESULTS:
