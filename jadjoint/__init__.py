@@ -3,9 +3,11 @@
 from importlib.metadata import version as _version
 
 from ._check_grad import GradCheck as GradCheck, check_grad as check_grad
+from ._discretise import DiscretiseThenOptimise as DiscretiseThenOptimise
 from ._hvp import hvp as hvp
 from ._methods import (
     AbstractAdjointMethod as AbstractAdjointMethod,
+    AbstractContinuousAdjoint as AbstractContinuousAdjoint,
     BacksolveAdjoint as BacksolveAdjoint,
     InterpolatingAdjoint as InterpolatingAdjoint,
 )

@@ -23,14 +23,16 @@ equations", NeurIPS 2018; Cao, Li, Petzold & Serban, "Adjoint sensitivity analys
 for differential-algebraic equations", SIAM J. Sci. Comput. 24(3), 2003.
 """
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
+from ._dynamics import Solving
 from ._errors import check_finite_adjoint_rates
-from ._implicit import ImplicitSolves
 
 
 class Params(eqx.Module):
@@ -52,48 +54,39 @@ class AdjointSystem(eqx.Module):
     differentiated (then `f` is not evaluated)."""
 
     params: Params
-    solves: ImplicitSolves
+    solving: Solving
     cbar: PyTree | None
 
-    @property
-    def is_explicit(self) -> bool:
-        return self.params.combined()[1].is_explicit
-
     def rates(
-        self, x: PyTree, w: PyTree, t, xdot_guess: PyTree | None = None
+        self, x: PyTree, w: PyTree, t, xdot_guess: Callable | None = None
     ) -> tuple[PyTree, PyTree, PyTree]:
         """`(ẋ, ẇ, q̇)` at `(x, w, t)`: `ẇ = h_xᵀ λ + c̄ f_xᵀ`, `q̇ = h_pᵀ λ + c̄ f_pᵀ`
-        with `λ = h_ẋ^{-ᵀ} w`, by one VJP of `(h, f)` at `(x, ẋ)`.
-
-        For an explicit ODE the VJP is of `(φ, f)` with cotangent `(−w, c̄)`, which
-        needs no separate evaluation of `ẋ = φ`. `xdot_guess` starts Newton for an
-        implicit `h`."""
-        params, solves, cbar = self.params, self.solves, self.cbar
+        with `λ = h_ẋ^{-ᵀ} w`, by one VJP of `(h, f)` at `(x, ẋ)` (of `(φ, f)` for an
+        explicit ODE, which needs no separate evaluation of `ẋ = φ`). `xdot_guess()`
+        starts Newton for an implicit `h`."""
+        params, cbar = self.params, self.cbar
         p, problem = params.combined()
-        if problem.is_explicit:
-            xdot, lam_cotangent = None, jtu.tree_map(jnp.negative, w)
-        else:
-            xdot = solves.xdot(problem, x, p, t, xdot_guess)
-            lam_cotangent = solves.lam(problem, x, xdot, p, t, w)
+        xdot, cotangent = problem.h.adjoint_cotangent(
+            x, w, p, t, self.solving, xdot_guess
+        )
 
         def dynamics(x, diff):
             p, problem = params.combined(diff)
             cost_rate = None if cbar is None else problem.f(x, p, t)
-            if problem.is_explicit:
-                return problem.vector_field(x, p, t), cost_rate
-            return problem.residual(x, xdot, p, t), cost_rate
+            return problem.h.linearised(x, xdot, p, t), cost_rate
 
         (out, _), vjp = jax.vjp(dynamics, x, params.diff)
-        wdot, qdot = vjp((lam_cotangent, cbar))
-        if solves.throw:
+        wdot, qdot = vjp((cotangent, cbar))
+        if self.solving.throw:
             wdot, qdot = check_finite_adjoint_rates((wdot, qdot))
         return (out if xdot is None else xdot), wdot, qdot
 
 
 def time_gradients(
-    problem, solves, p, times, perturbed, x0, x_final, xs, w0, xbar, cbar
+    problem, solving, p, *, times, perturbed, x0, x_final, xs, w0, xbar, cbar
 ) -> tuple:
-    """Gradients with respect to `(t0, t1, ts)`, each `None` unless perturbed:
+    """Gradients with respect to `times = (t0, t1, ts)`, each `None` unless
+    `perturbed`:
 
         dJ/dt_i = x̄_iᵀ ẋ(t_i),   dJ/dT = c̄ f(x(T), p, T),
         dJ/dt0 = −c̄ f(x0, p, t0) + w(t0)ᵀ ẋ(t0)
@@ -110,10 +103,12 @@ def time_gradients(
         pairs = zip(jtu.tree_leaves(a), jtu.tree_leaves(b), strict=True)
         return sum(jnp.sum(u * v) for u, v in pairs)
 
+    def xdot(x, t):
+        return problem.h.xdot(x, p, t, solving)
+
     t0_grad = t1_grad = ts_grad = None
     if t0_on:
-        xdot0 = solves.xdot(problem, x0, p, t0)
-        t0_grad = dot(w0, xdot0) - running_cost(x0, t0)
+        t0_grad = dot(w0, xdot(x0, t0)) - running_cost(x0, t0)
         t0_grad = jnp.asarray(t0_grad, t0.dtype)
     if t1_on:
         t1_grad = jnp.asarray(running_cost(x_final, t1), t1.dtype)
@@ -121,7 +116,6 @@ def time_gradients(
         if xbar is None:
             ts_grad = jnp.zeros_like(ts)
         else:
-            xdot = lambda x, t: solves.xdot(problem, x, p, t)
             rate = jax.vmap(xdot)(xs, ts)
             ts_grad = jax.vmap(dot)(xbar, rate).astype(ts.dtype)
     return t0_grad, t1_grad, ts_grad

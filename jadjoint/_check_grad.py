@@ -1,8 +1,6 @@
 """`check_grad`: the adjoint gradient against central finite differences and against
-discretise-then-optimise through diffrax's `RecursiveCheckpointAdjoint`."""
+[`jadjoint.DiscretiseThenOptimise`][] (diffrax's `RecursiveCheckpointAdjoint`)."""
 
-import contextlib
-import contextvars
 import dataclasses
 
 import jax
@@ -10,27 +8,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-_reference_calls: contextvars.ContextVar[list | None] = contextvars.ContextVar(
-    "jadjoint_reference_calls", default=None
-)
-
-
-@contextlib.contextmanager
-def _discretise_then_optimise():
-    """Inside, [`jadjoint.solve`][] is differentiated through diffrax's solver steps
-    (`RecursiveCheckpointAdjoint`) instead of by the adjoint; yields the list that
-    records each such solve, to detect a function whose trace was cached."""
-    calls = []
-    token = _reference_calls.set(calls)
-    try:
-        yield calls
-    finally:
-        _reference_calls.reset(token)
-
-
-def reference_mode_calls() -> list | None:
-    """The record of reference-mode solves, or `None` outside reference mode."""
-    return _reference_calls.get()
+from ._discretise import DiscretiseThenOptimise
+from ._solve import differentiated_by
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +63,9 @@ def check_grad(
         `directions` random directions `v` in it, the central difference
         `(F(x + ε v) − F(x − ε v)) / 2ε` against `∇F · v`, with
         `ε = eps^{1/3} max(1, max |x|)` (balancing truncation against rounding).
-    - Reference: the gradient with every `solve` inside `fun` differentiated through
-        diffrax's solver steps (`RecursiveCheckpointAdjoint`), an independent
+    - Reference: the gradient with every `solve` inside `fun` differentiated by
+        [`jadjoint.DiscretiseThenOptimise`][] (through diffrax's solver steps by
+        `RecursiveCheckpointAdjoint`), an independent
         derivative of the same discretised problem. Unavailable (`None`) when `fun`
         calls no `solve` while being traced, e.g. when it is already `jax.jit`-compiled
         and cached: pass the un-jitted function.
@@ -108,7 +88,7 @@ def check_grad(
         return fun(*args[:argnums], x, *args[argnums + 1 :])
 
     gradient = jax.jit(jax.grad(of_argument))(value)
-    with _discretise_then_optimise() as calls:
+    with differentiated_by(DiscretiseThenOptimise()) as calls:
         reference = jax.jit(jax.grad(of_argument))(value)
     evaluate = jax.jit(of_argument)
 

@@ -52,7 +52,8 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from ._errors import checked_outcome, checked_solve, not_all_finite
+from ._dynamics import AbstractDAE
+from ._errors import check_like, checked_outcome, checked_solve, not_all_finite
 from ._results import ALGEBRAIC_FAILED, INITIALISATION_FAILED, RESULTS, failure_if
 
 
@@ -93,21 +94,21 @@ class IndexOneDAE(eqx.Module):
     join: Callable
 
     @classmethod
-    def of(cls, problem, x0: PyTree) -> "IndexOneDAE":
-        """The DAE of `problem`: `Problem.semi_explicit` as it is, or a
-        `Problem.mass_matrix` with a singular constant `M` in its split coordinates
-        (on the flattened state, shaped like `x0`)."""
-        f, g = problem.f, problem.g
-        if problem.mass_split is None:
-            return cls(
-                a=problem.differential,
-                b=problem.algebraic,
-                f=None if f is None else lambda y, z, p, t: f((y, z), p, t),
-                g=None if g is None else lambda y, z, p: g((y, z), p),
-                split=lambda x: (x[0], x[1]),
-                join=lambda y, z: (y, z),
-            )
-        split = problem.mass_split
+    def of_semi_explicit(cls, a, b, f, g) -> "IndexOneDAE":
+        """`ẏ = a(y, z, p, t)`, `0 = b(y, z, p, t)` as given, `x = (y, z)`."""
+        return cls(
+            a=a,
+            b=b,
+            f=None if f is None else lambda y, z, p, t: f((y, z), p, t),
+            g=None if g is None else lambda y, z, p: g((y, z), p),
+            split=lambda x: (x[0], x[1]),
+            join=lambda y, z: (y, z),
+        )
+
+    @classmethod
+    def of_mass_split(cls, split: MassSplit, vector_field, f, g, x0) -> "IndexOneDAE":
+        """`M ẋ = vector_field(x, p, t)` with a singular constant `M` in its split
+        coordinates `x = V (y, z)` (on the flattened state, shaped like `x0`)."""
         rank, right = split.rank, split.right
         _, unravel = ravel_pytree(x0)
 
@@ -119,7 +120,7 @@ class IndexOneDAE(eqx.Module):
             return coordinates[:rank], coordinates[rank:]
 
         def projected_rates(y, z, p, t):
-            rates = ravel_pytree(problem.vector_field(join(y, z), p, t))[0]
+            rates = ravel_pytree(vector_field(join(y, z), p, t))[0]
             return split.left.T @ rates
 
         return cls(
@@ -132,6 +133,23 @@ class IndexOneDAE(eqx.Module):
             split=to_coordinates,
             join=join,
         )
+
+    def check_outputs(self, x0: PyTree, p: PyTree, t0) -> None:
+        """`a` shaped like `y`, `b` like `z`, `g` like `y`."""
+        y, z = jax.eval_shape(self.split, x0)
+        out = jax.eval_shape(self.a, y, z, p, t0)
+        check_like(out, y, "`a(y, z, p, t)`", "a rate shaped like `y`")
+        out = jax.eval_shape(self.b, y, z, p, t0)
+        check_like(out, z, "`b(y, z, p, t)`", "a residual shaped like `z`")
+        if self.g is not None:
+            out = jax.eval_shape(self.g, y, z, p)
+            check_like(
+                out,
+                y,
+                "`g(x0, p)` of a DAE",
+                "a residual for the differential part (shaped like `y0`; with a "
+                "singular mass matrix, rank(M) components)",
+            )
 
 
 def _newton(tol: float) -> optx.Newton:
@@ -224,3 +242,27 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
         RESULTS.initialisation_failed,
     )
     return unravel(flat), result
+
+
+class SemiExplicitDynamics(AbstractDAE):
+    """`ẏ = a(y, z, p, t)`, `0 = b(y, z, p, t)` with `b_z` nonsingular, `x = (y, z)`;
+    its residual is `(ẏ − a, b)`."""
+
+    a: Callable
+    b: Callable
+
+    def __call__(self, x, xdot, p, t):
+        (y, z), (ydot, _) = x, xdot
+        rate = self.a(y, z, p, t)
+        return jax.tree.map(jnp.subtract, ydot, rate), self.b(y, z, p, t)
+
+    def check_outputs(self, x0, p, t0):
+        if not (isinstance(x0, (tuple, list)) and len(x0) == 2):
+            raise ValueError(
+                "`x0` of a `Problem.semi_explicit` DAE must be the pair "
+                f"`(y0, z0_guess)` of differential and algebraic states, got "
+                f"{type(x0).__name__}."
+            )
+
+    def index_one(self, f, g, x0):
+        return IndexOneDAE.of_semi_explicit(self.a, self.b, f, g)

@@ -23,10 +23,9 @@ def _local_polynomial(interpolation: diffrax.DenseInterpolation, t):
     )
 
 
-def evaluate(solution: diffrax.Solution, t) -> PyTree:
+def evaluate(interpolation: diffrax.DenseInterpolation, t) -> PyTree:
     """The dense output at `t`, polynomially extrapolated outside `[t0, t1]` (the
     initial state when the solve had zero length)."""
-    interpolation = solution.interpolation
     out = _local_polynomial(interpolation, t).evaluate(t)
     trivial = interpolation.ts_size <= 1
     return jtu.tree_map(
@@ -34,6 +33,6 @@ def evaluate(solution: diffrax.Solution, t) -> PyTree:
     )
 
 
-def derivative(solution: diffrax.Solution, t) -> PyTree:
+def derivative(interpolation: diffrax.DenseInterpolation, t) -> PyTree:
     """The time derivative of the dense output at `t`."""
-    return _local_polynomial(solution.interpolation, t).derivative(t)
+    return _local_polynomial(interpolation, t).derivative(t)

@@ -6,53 +6,50 @@ import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
 
 from ._differentiation_mode import inner_adjoint
-from ._errors import checked_outcome
-from ._implicit import ImplicitSolves
+from ._errors import check_finite_outputs, checked_outcome, raise_if_failed
+from ._options import Options
 from ._results import INITIALISATION_FAILED, RESULTS
 
-
-class LeadingSeminorm(eqx.Module):
-    """RMS norm of the first `size` entries of a flat backward state. The rest is the
-    parameter integral `q`, which feeds back into nothing, so its error is not
-    controlled (the seminorm of Kidger, Chen & Lyons, "'Hey, that's not an ODE':
-    faster ODE adjoints via seminorms", ICML 2021)."""
-
-    size: int = eqx.field(static=True)
-
-    def __call__(self, y):
-        return optx.rms_norm(y[: self.size])
+STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
 
-class Options(eqx.Module):
-    """How to integrate: shared by the forward and the backward solves."""
+class Forward(eqx.Module):
+    """What a forward solve gives.
 
-    solver: diffrax.AbstractSolver
-    rtol: float
-    atol: float
-    max_steps: int = eqx.field(static=True)
-    newton_tol: float = eqx.field(static=True)
-    throw: bool = eqx.field(static=True)
-    progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter()
-    dtmax: float | None = None
+    - `cost`: `∫_{t0}^{T} f dt`;
+    - `xs`: the states at the requested times (a leading axis of their number);
+    - `t_last`, `x_last`: where the solve stopped, `T` unless it failed;
+    - `stats`: diffrax's step counts (`STATISTICS`);
+    - `result`: diffrax's outcome, as a [`jadjoint.RESULTS`][];
+    - `dense`: the dense interpolation (`diffrax.DenseInterpolation`), when asked
+        for; else `None`."""
 
-    def controller(self, controlled: int | None = None) -> diffrax.PIDController:
-        """The step-size controller (steps at most `dtmax` long); with `controlled`,
-        its error norm sees only the first `controlled` entries of a flat state."""
-        norm = optx.rms_norm if controlled is None else LeadingSeminorm(controlled)
-        return diffrax.PIDController(
-            rtol=self.rtol, atol=self.atol, dtmax=self.dtmax, norm=norm
-        )
+    cost: Array
+    xs: PyTree
+    t_last: Array
+    x_last: PyTree
+    stats: dict
+    result: RESULTS
+    dense: diffrax.DenseInterpolation | None
+
+    def outputs(self, throw: bool, xs: PyTree | None = None) -> tuple:
+        """`(cost, xs, stats, result, (t_last, x_last))`, the states `xs` (default:
+        the stored ones) and the cost checked to be finite with `throw`."""
+        cost, xs = self.cost, self.xs if xs is None else xs
+        if throw:
+            cost, xs = check_finite_outputs((cost, xs))
+        return cost, xs, self.stats, self.result, (self.t_last, self.x_last)
 
 
 def _augmented_rates(t, y, args):
     """`(ẋ, ċ)` with `ċ = f(x, p, t)`: the cost integral rides along with the state."""
-    problem, p, solves = args
+    problem, p, solving = args
     x, _ = y
     cost_rate = 0.0 if problem.f is None else problem.f(x, p, t)
-    xdot = solves.xdot(problem, x, p, t)
+    xdot = problem.h.xdot(x, p, t, solving)
     return xdot, jnp.asarray(cost_rate, _cost_dtype(x))
 
 
@@ -64,18 +61,21 @@ def integrate(
     problem,
     p: PyTree,
     x0: PyTree,
+    *,
     t0,
     t1,
     ts,
     dt0,
     options: Options,
-    *,
     dense: bool,
-) -> diffrax.Solution:
-    """Solve from `t0` to `t1`, saving `(x, c)` at `ts` and at `t1` (and the dense
-    interpolant when `dense`). Newton for an implicit `h` starts from `ẋ = 0`."""
+    adjoint: diffrax.AbstractAdjoint | None = None,
+) -> Forward:
+    """Solve the ODE `problem` from `x0` at `t0` to `t1`, keeping the states at `ts`
+    (and the dense interpolation when `dense`). Newton for an implicit `h` starts from
+    `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
+    differentiation mode allows; `_differentiation_mode.py`)."""
     y0 = (x0, jnp.zeros((), _cost_dtype(x0)))
-    solves = ImplicitSolves.prepare(problem, x0, options.newton_tol, options.throw)
+    solving = problem.h.prepare(x0, options.newton_tol, options.throw)
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(_augmented_rates),
         options.solver,
@@ -83,28 +83,27 @@ def integrate(
         t1,
         dt0,
         y0,
-        args=(problem, p, solves),
+        args=(problem, p, solving),
         saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
         stepsize_controller=options.controller(),
         max_steps=options.max_steps,
-        adjoint=inner_adjoint(),
+        adjoint=inner_adjoint() if adjoint is None else adjoint,
         throw=False,
         progress_meter=options.progress_meter,
     )
-    if not options.throw:
-        return solution
-    return eqx.tree_at(
-        lambda s: s.ys, solution, raise_if_failed(solution.result, solution.ys)
+    states, costs = solution.ys
+    if options.throw:
+        states, costs = raise_if_failed(solution.result, (states, costs))
+    return Forward(
+        cost=costs[-1],
+        xs=jtu.tree_map(lambda a: a[:-1], states),
+        # diffrax saves its final state "at t1", also when the solve failed.
+        t_last=solution.ts[-1],
+        x_last=jtu.tree_map(lambda a: a[-1], states),
+        stats={key: solution.stats[key] for key in STATISTICS},
+        result=RESULTS.promote(solution.result),
+        dense=solution.interpolation if dense else None,
     )
-
-
-def raise_if_failed(result: diffrax.RESULTS, value: PyTree) -> PyTree:
-    """`value`, raising diffrax's message for `result` at run time if the solve
-    failed. The solves run with diffrax's `throw=False` and raise here instead: with
-    `throw=True` diffrax passes the whole solution, dense-output buffers of
-    `max_steps` rows included, through a host callback, which made a forward solve
-    with dense output 3× slower (64 states, `max_steps` 4096, CPU)."""
-    return result.error_if(value, result != diffrax.RESULTS.successful)
 
 
 def consistent_initial_state(

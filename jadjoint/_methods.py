@@ -1,136 +1,64 @@
-"""How the adjoint ODE is integrated backwards: the adjoint methods.
+"""The adjoint methods: how [`jadjoint.solve`][] is differentiated.
 
-The backward pass integrates `(v, q)` from `T` to `t0`, with `v = w + o(t)` the adjoint
-with its save-time jumps folded in (`_jumps.py`), so that save times cost one step end
-each rather than one solve each. It does so in one diffrax solve per segment between
-the times at which the forward pass stored `x` for it: `t0`, a checkpointed method's
-checkpoints, `T`. The methods differ in how they know `x(t)` during the sweep and in
-how they accumulate `q` (in the stepped state, or by quadrature: `_quadrature.py`).
+A continuous adjoint method (`AbstractContinuousAdjoint`) owns its plan: what the
+forward pass stores (`storage`), the segments the backward pass integrates one
+after the other (`segments`), and how it integrates `(v, q)` over one of them
+(`integrate_segment`), knowing `x(t)` in its own way; the `custom_vjp` (`_core.py`)
+and the sweep (`_sweep.py`) do the rest. [`jadjoint.DiscretiseThenOptimise`][]
+instead differentiates through diffrax's steps.
 """
 
 import abc
 import dataclasses
 
-import diffrax
 import equinox as eqx
-import jax
-import jax.flatten_util
 import jax.numpy as jnp
-import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from . import _dense_output as dense_output
-from ._adjoint import AdjointSystem
-from ._differentiation_mode import inner_adjoint
-from ._forward import Options, integrate, raise_if_failed
-from ._jumps import Jumps, below
+from ._backward import rates_along, solve_backwards
+from ._core import adjoint_solve
+from ._differentiation_mode import reverse_mode_only
+from ._forward import Forward, integrate
+from ._segments import Segment, Storage
 
 
 class AbstractAdjointMethod(eqx.Module):
-    """Base class of the adjoint methods. A method integrates `(v, q)` backwards over
-    one segment between stored forward states, given the states at both its ends."""
+    """Base class of the adjoint methods: how a solve is differentiated."""
 
-    @property
     @abc.abstractmethod
-    def keeps_dense_output(self) -> bool:
-        """Whether the forward pass keeps diffrax's dense output for the backward."""
+    def differentiable_solve(
+        self, problem, p: PyTree, x0: PyTree, *, times, dt0, options
+    ) -> tuple:
+        """`(cost, xs, stats, result, (t_last, x_last))` of the ODE `problem` (its
+        callables closure-converted) from `x0` over `times = (t0, t1, ts)`,
+        differentiable by this method."""
 
-    def checkpoint_times(self, t0, t1) -> jax.Array | None:
-        """Times inside `(t0, t1)` at which the forward pass also stores `x`; the
-        backward segments end there."""
-        return None
 
-    @property
-    def restarts_at_save_times(self) -> bool:
-        """Whether the backward segments also end at the save times."""
-        return False
+class AbstractContinuousAdjoint(AbstractAdjointMethod):
+    """A method that integrates the adjoint ODE of DESIGN.md §2 backwards: the
+    reverse rule of a `custom_vjp`, segment by segment."""
+
+    def differentiable_solve(self, problem, p, x0, *, times, dt0, options):
+        inputs = (p, x0, problem, times)
+        return reverse_mode_only(lambda i: adjoint_solve(i, dt0, options, self), inputs)
+
+    @abc.abstractmethod
+    def storage(self, t0, t1, ts) -> Storage:
+        """What the forward pass keeps for the backward one, given the save times."""
+
+    @abc.abstractmethod
+    def segments(
+        self, storage: Storage, forward: Forward, *, t0, t1, x0: PyTree, xs: PyTree
+    ) -> Segment:
+        """The backward segments (batched, from `t0` to `T`) and the forward states
+        at their ends, from what the forward pass stored (`xs`: at the save times)."""
 
     @abc.abstractmethod
     def integrate_segment(
-        self,
-        system: AdjointSystem,
-        forward: diffrax.Solution,
-        jumps: Jumps,
-        t_right,
-        t_left,
-        x_left: PyTree,
-        x_right: PyTree,
-        v: PyTree,
-        q: PyTree,
-        dt0,
-        options: Options,
-    ) -> tuple[PyTree, PyTree, jax.Array]:
-        """Integrate from `t_right` back to `t_left`; return `(v, q)` at `t_left` and
-        the number of accepted steps."""
-
-
-def solve_backwards(
-    rates,
-    y_right,
-    t_right,
-    t_left,
-    dt0,
-    args,
-    options: Options,
-    jumps: Jumps,
-    *,
-    carries_q: bool = True,
-    dense: bool = False,
-):
-    """`y(t_left)` from `y(t_right)`, `t_left < t_right`, by one diffrax solve in
-    reversed time that steps to every save time in between, and the number of accepted
-    steps; with `dense`, also the diffrax solution (of the flat state) and the
-    function that unflattens its values. A failed solve
-    that does not raise (`throw=False`) gives NaN.
-
-    With `carries_q`, `y` is a tuple ending with the parameter integral `q`, which the
-    error control ignores. The solve may take `max_steps` steps plus one per save
-    time. diffrax steps a flat copy of `y`: a Runge–Kutta step then costs a few array
-    operations, not a few per leaf of `y` (a neural network's parameters in `q` have
-    many leaves, and on CPU each operation in the loop carries a fixed cost)."""
-    flat_right, unravel = jax.flatten_util.ravel_pytree(y_right)
-    controlled = None
-    if carries_q:
-        controlled = (
-            flat_right.size - jax.flatten_util.ravel_pytree(y_right[-1])[0].size
-        )
-
-    def flat_rates(t, y, args):
-        return jax.flatten_util.ravel_pytree(rates(t, unravel(y), args))[0]
-
-    controller = jumps.controller(options.controller(controlled), t_left, t_right)
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(flat_rates),
-        options.solver,
-        jnp.maximum(below(t_right), t_left),
-        t_left,
-        -dt0,
-        flat_right,
-        args=args,
-        saveat=diffrax.SaveAt(t1=True, dense=dense),
-        stepsize_controller=controller,
-        max_steps=options.max_steps + jumps.count,
-        adjoint=inner_adjoint(),
-        throw=False,
-        progress_meter=options.progress_meter,
-    )
-    flat_left = solution.ys[-1]
-    if options.throw:
-        flat_left = raise_if_failed(solution.result, flat_left)
-    failed = solution.result != diffrax.RESULTS.successful
-    y_left = unravel(jnp.where(failed, jnp.nan, flat_left))
-    steps = solution.stats["num_accepted_steps"]
-    if not dense:
-        return y_left, steps
-    return y_left, steps, solution, unravel
-
-
-def rates_along(system: AdjointSystem, forward: diffrax.Solution, jumps: Jumps, v, t):
-    """`(ẋ, ẇ, q̇)` at `t` with `x(t)` from the forward dense output (its derivative
-    starts Newton for an implicit `h`) and `w = v − o(t)`."""
-    x, _ = dense_output.evaluate(forward, t)
-    xdot_guess = None if system.is_explicit else dense_output.derivative(forward, t)[0]
-    return system.rates(x, jumps.w(v, t), t, xdot_guess)
+        self, *, system, forward: Forward, jumps, segment: Segment, v, q, dt0, options
+    ) -> tuple[PyTree, PyTree, jnp.ndarray]:
+        """Integrate `(v, q)` from `segment.t_right` back to `segment.t_left`; return
+        them there and the number of accepted steps."""
 
 
 def _interpolating_rates(t, y, args):
@@ -145,7 +73,7 @@ def _backsolve_rates(t, y, args):
     return system.rates(x, jumps.w(v, t), t)
 
 
-class InterpolatingAdjoint(AbstractAdjointMethod):
+class InterpolatingAdjoint(AbstractContinuousAdjoint):
     """Integrates `(w, ∫ p̄)` backwards, with `x(t)` read from a dense interpolant of
     the forward solution. Stable on stiff and dissipative problems.
 
@@ -162,7 +90,11 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
         O(save times + K) states plus `segment_steps` dense steps, independent of
         `max_steps`.
 
-    The gradient is as accurate as the interpolant (of the solver's order)."""
+    The gradient is as accurate as the interpolant (of the solver's order).
+
+    Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
+    equations", NeurIPS 2018 (the adjoint); SciMLSensitivity's `InterpolatingAdjoint`
+    (the name and the checkpointing)."""
 
     checkpoints: int | None = eqx.field(static=True, default=None)
     segment_steps: int | None = eqx.field(static=True, default=None)
@@ -182,139 +114,73 @@ class InterpolatingAdjoint(AbstractAdjointMethod):
                 f"checkpoints={self.checkpoints}."
             )
 
-    @property
-    def keeps_dense_output(self) -> bool:
-        return self.checkpoints is None
-
-    def checkpoint_times(self, t0, t1) -> jax.Array | None:
+    def storage(self, t0, t1, ts):
         if self.checkpoints is None:
-            return None
-        return jnp.linspace(t0, t1, self.checkpoints + 1)[1:-1]
+            return Storage.at_save_times(ts, dense=True)
+        checkpoints = jnp.linspace(t0, t1, self.checkpoints + 1)[1:-1]
+        return Storage.with_checkpoints(ts, checkpoints)
 
-    def integrate_segment(
-        self,
-        system,
-        forward,
-        jumps,
-        t_right,
-        t_left,
-        x_left,
-        x_right,
-        v,
-        q,
-        dt0,
-        options,
-    ):
+    def segments(self, storage, forward, *, t0, t1, x0, xs):
+        inner = None
+        if self.checkpoints is not None:
+            inner = storage.at_checkpoint_rows(forward.xs)
+        return Segment.between(t0, t1, x0, forward.x_last, inner)
+
+    def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
+        dense = forward.dense
         if self.checkpoints is not None:
             p, problem = system.params.combined()
-            resolve_options = options
             if self.segment_steps is not None:
-                resolve_options = dataclasses.replace(
-                    options, max_steps=self.segment_steps
-                )
-            forward = integrate(
+                options = dataclasses.replace(options, max_steps=self.segment_steps)
+            dense = integrate(
                 problem,
                 p,
-                x_left,
-                t_left,
-                t_right,
-                t_right[None],
-                None,
-                resolve_options,
+                segment.x_left,
+                t0=segment.t_left,
+                t1=segment.t_right,
+                ts=segment.t_right[None],
+                dt0=None,
+                options=options,
                 dense=True,
-            )
+            ).dense
         (v, q), steps = solve_backwards(
             _interpolating_rates,
             (v, q),
-            t_right,
-            t_left,
-            dt0,
-            (system, forward, jumps),
-            options,
-            jumps,
+            t_right=segment.t_right,
+            t_left=segment.t_left,
+            dt0=dt0,
+            args=(system, dense, jumps),
+            options=options,
+            jumps=jumps,
         )
         return v, q, steps
 
 
-class BacksolveAdjoint(AbstractAdjointMethod):
+class BacksolveAdjoint(AbstractContinuousAdjoint):
     """Integrates `(x, w, ∫ p̄)` backwards, re-integrating the state `x` from its stored
     forward value at the end of each save interval (one solve per interval). Memory
     O(save times), but the backward re-integration of `x` is unstable on stiff or
     dissipative problems: there its gradients can be badly wrong. Prefer
-    [`jadjoint.InterpolatingAdjoint`][]."""
+    [`jadjoint.InterpolatingAdjoint`][].
 
-    @property
-    def keeps_dense_output(self) -> bool:
-        return False
+    Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
+    equations", NeurIPS 2018."""
 
-    @property
-    def restarts_at_save_times(self) -> bool:
-        return True
+    def storage(self, t0, t1, ts):
+        return Storage.at_save_times(ts, dense=False)
 
-    def integrate_segment(
-        self,
-        system,
-        forward,
-        jumps,
-        t_right,
-        t_left,
-        x_left,
-        x_right,
-        v,
-        q,
-        dt0,
-        options,
-    ):
-        del forward, x_left
+    def segments(self, storage, forward, *, t0, t1, x0, xs):
+        return Segment.between(t0, t1, x0, forward.x_last, (storage.times, xs))
+
+    def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         (_, v, q), steps = solve_backwards(
             _backsolve_rates,
-            (x_right, v, q),
-            t_right,
-            t_left,
-            dt0,
-            (system, jumps),
-            options,
-            jumps,
+            (segment.x_right, v, q),
+            t_right=segment.t_right,
+            t_left=segment.t_left,
+            dt0=dt0,
+            args=(system, jumps),
+            options=options,
+            jumps=jumps,
         )
         return v, q, steps
-
-
-def _next_step_guess(dt, length, steps):
-    """The backward step size carried into the next segment: the mean accepted step
-    of this one when it took several; when it took one, that step was accepted, so the
-    guess is at least the segment length."""
-    several = length / jnp.maximum(steps, 1)
-    return jnp.where(steps >= 2, several, jnp.maximum(dt, length))
-
-
-def backward_sweep(
-    method: AbstractAdjointMethod,
-    system: AdjointSystem,
-    forward: diffrax.Solution,
-    jumps: Jumps,
-    boundaries: jax.Array,
-    x_boundaries: PyTree,
-    dt_guess,
-    options: Options,
-) -> tuple[PyTree, PyTree]:
-    """`(w(t0), q(t0))` from `w(T⁺) = 0`, `q(T) = 0`.
-
-    `boundaries` holds the segment ends `t0 = b_0 < … < b_K = T`, and `x_boundaries`
-    the forward states there (a leading axis of `K + 1`)."""
-    v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), x_boundaries)
-    q = jtu.tree_map(jnp.zeros_like, system.params.diff)
-
-    def segment(carry, inputs):
-        v, q, dt = carry
-        t_left, t_right, x_left, x_right = inputs
-        v, q, steps = method.integrate_segment(
-            system, forward, jumps, t_right, t_left, x_left, x_right, v, q, dt, options
-        )
-        dt = _next_step_guess(dt, t_right - t_left, steps)
-        return (v, q, dt), None
-
-    x_left = jtu.tree_map(lambda a: a[:-1], x_boundaries)
-    x_right = jtu.tree_map(lambda a: a[1:], x_boundaries)
-    inputs = (boundaries[:-1], boundaries[1:], x_left, x_right)
-    (v, q, _), _ = jax.lax.scan(segment, (v, q, dt_guess), inputs, reverse=True)
-    return jumps.w_at_start(v), q

@@ -16,8 +16,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import ArrayLike, PyTree, Real
 
-from ._differentiation_mode import under_forward_mode
-from ._errors import reverse_mode_only
+from ._differentiation_mode import reverse_mode_only, under_forward_mode
 from ._inputs import parameter_arrays, state_arrays
 from ._methods import AbstractAdjointMethod, InterpolatingAdjoint
 from ._problem import Problem

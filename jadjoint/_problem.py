@@ -1,43 +1,29 @@
 """The problem statement: running cost `f`, dynamics `h` and initial condition `g`.
 
 F(p) = ∫_{t0}^{T} f(x, p, t) dt,   h(x, ẋ, p, t) = 0,   g(x(t0), p) = 0.
+
+`h` is held as one of the dynamics of `_dynamics.py`, whichever constructor built it.
 """
 
-import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
-from ._dae import MassSplit
-from ._errors import check_callable, concrete_value
-
-
-class _ExplicitResidual(eqx.Module):
-    """`h(x, ẋ, p, t) = ẋ − vector_field(x, p, t)`, leaf by leaf."""
-
-    vector_field: Callable
-
-    def __call__(self, x, xdot, p, t):
-        return jtu.tree_map(jnp.subtract, xdot, self.vector_field(x, p, t))
-
-
-class _MassMatrixResidual(eqx.Module):
-    """`h(x, ẋ, p, t) = M ẋ − vector_field(x, p, t)`, with `M` acting on the
-    flattened state."""
-
-    mass: Array | Callable
-    vector_field: Callable
-
-    def __call__(self, x, xdot, p, t):
-        mass = self.mass(x, p, t) if callable(self.mass) else self.mass
-        xdot_flat, unravel = ravel_pytree(xdot)
-        rate_flat, _ = ravel_pytree(self.vector_field(x, p, t))
-        return unravel(mass @ xdot_flat - rate_flat)
+from ._dae import MassSplit, SemiExplicitDynamics
+from ._dynamics import (
+    AbstractDynamics,
+    AbstractODE,
+    ExplicitDynamics,
+    closure_converted,
+)
+from ._errors import check_callable, check_returns_like_state, concrete_value, describe
+from ._implicit import ImplicitDynamics
+from ._mass_matrix import MassMatrixDynamics, SingularMassMatrixDynamics
 
 
 class Problem(eqx.Module):
@@ -59,24 +45,26 @@ class Problem(eqx.Module):
     [`jadjoint.Problem.mass_matrix`][] for `M ẋ = vector_field(x, p, t)`.
     Differential-algebraic systems (singular `h_ẋ`) are supported in the index-1
     forms [`jadjoint.Problem.semi_explicit`][] and `Problem.mass_matrix` with a
-    constant singular `M`.
+    constant singular `M`. Whichever built it, `problem.h(x, xdot, p, t)` is the
+    residual.
     """
 
-    h: Callable | None
-    f: Callable | None = None
-    g: Callable | None = None
-    vector_field: Callable | None = None
-    mass: Array | Callable | None = None
-    differential: Callable | None = None
-    algebraic: Callable | None = None
-    mass_split: MassSplit | None = None
+    h: AbstractDynamics
+    f: Callable | None
+    g: Callable | None
 
-    def __check_init__(self):
-        has_parts = self.vector_field is not None or self.differential is not None
-        check_callable(self.h, "h", optional=has_parts)
-        check_callable(self.f, "f", optional=True)
-        check_callable(self.g, "g", optional=True)
-        check_callable(self.vector_field, "vector_field", optional=True)
+    def __init__(
+        self,
+        h: Callable | AbstractDynamics,
+        f: Callable | None = None,
+        g: Callable | None = None,
+    ):
+        if not isinstance(h, AbstractDynamics):
+            check_callable(h, "h")
+            h = ImplicitDynamics(h)
+        check_callable(f, "f", optional=True)
+        check_callable(g, "g", optional=True)
+        self.h, self.f, self.g = h, f, g
 
     @classmethod
     def explicit(
@@ -93,9 +81,7 @@ class Problem(eqx.Module):
         - `f`, `g`: as for [`jadjoint.Problem`][].
         """
         check_callable(vector_field, "vector_field")
-        return cls(
-            h=_ExplicitResidual(vector_field), f=f, g=g, vector_field=vector_field
-        )
+        return cls(ExplicitDynamics(vector_field), f, g)
 
     @classmethod
     def mass_matrix(
@@ -124,20 +110,15 @@ class Problem(eqx.Module):
             algebraic part of `x0` follows from the algebraic equations.
         """
         check_callable(vector_field, "vector_field")
-        mass_split = None
         if not callable(M):
             M = jnp.asarray(M)
             concrete = concrete_value(M)
             if concrete is not None and concrete.ndim == 2:
-                mass_split = MassSplit.of(concrete.astype(np.float64))
-        return cls(
-            h=_MassMatrixResidual(M, vector_field),
-            f=f,
-            g=g,
-            vector_field=vector_field,
-            mass=M,
-            mass_split=mass_split,
-        )
+                split = MassSplit.of(concrete.astype(np.float64))
+                if split is not None:
+                    dae = SingularMassMatrixDynamics(M, vector_field, split)
+                    return cls(dae, f, g)
+        return cls(MassMatrixDynamics(M, vector_field), f, g)
 
     @classmethod
     def semi_explicit(
@@ -161,51 +142,37 @@ class Problem(eqx.Module):
 
         [`jadjoint.solve`][] takes `x0 = (y0, z0_guess)` and returns `xs = (ys, zs)`
         and the consistent `x0`. `z` is resolved from `b = 0` by Newton's method
-        wherever it is needed (the state-space form; see `_dae.py` for why), and the
-        adjoint is the adjoint DAE of Cao, Li, Petzold & Serban (2003).
+        wherever it is needed (the state-space form: Hairer & Wanner, "Solving
+        ordinary differential equations II", §VI.1), and the adjoint is the adjoint
+        DAE of Cao, Li, Petzold & Serban, "Adjoint sensitivity analysis for
+        differential-algebraic equations", SIAM J. Sci. Comput. 24(3), 2003.
         """
         check_callable(a, "a")
         check_callable(b, "b")
-        return cls(h=None, f=f, g=g, differential=a, algebraic=b)
+        return cls(SemiExplicitDynamics(a, b), f, g)
 
-    @property
-    def is_dae(self) -> bool:
-        """Whether the problem is an index-1 DAE (solved in its state-space form)."""
-        return self.differential is not None or self.mass_split is not None
-
-    @property
-    def is_explicit(self) -> bool:
-        return self.vector_field is not None and self.mass is None
-
-    def residual(self, x: PyTree, xdot: PyTree, p: PyTree, t) -> PyTree:
-        """`h(x, ẋ, p, t)`, built from the parts for the special forms."""
-        if self.vector_field is None:
-            return self.h(x, xdot, p, t)
-        if self.mass is None:
-            return _ExplicitResidual(self.vector_field)(x, xdot, p, t)
-        return _MassMatrixResidual(self.mass, self.vector_field)(x, xdot, p, t)
+    def check_outputs(self, p: PyTree, t0, x0: PyTree) -> None:
+        """Trace `f`, `h` and (for an ODE) `g` once on abstract inputs and check that
+        each returns what the contract above says."""
+        self.h.check_outputs(x0, p, t0)
+        if self.f is not None:
+            out = jax.eval_shape(self.f, x0, p, t0)
+            leaves = jtu.tree_leaves(out)
+            if len(leaves) != 1 or leaves[0].shape != ():
+                raise ValueError(
+                    f"`f(x, p, t)` must return a scalar, got {describe(out)}. Sum the "
+                    "running cost with `jnp.sum` if it has several terms."
+                )
+        if self.g is not None and isinstance(self.h, AbstractODE):
+            check_returns_like_state(
+                self.g, (x0, p), x0, "`g(x0, p)`", "a residual shaped like `x0`"
+            )
 
     def closure_converted(self, x: PyTree, p: PyTree, t) -> "Problem":
-        """The same problem with every callable the solve uses closure-converted
-        (`eqx.filter_closure_convert`), so that arrays they close over become pytree
-        leaves: inputs of the `custom_vjp` that receive gradients.
-
-        `g` is left out, being solved (and differentiated) before the ODE by
-        optimistix; so is `h` of the special forms, which is rebuilt from their parts
-        by [`jadjoint.Problem.residual`][] (each closed-over array appears once)."""
-        convert = lambda fn, *args: (
-            None if fn is None else eqx.filter_closure_convert(fn, *args)
-        )
-        if self.vector_field is None:
-            return dataclasses.replace(
-                self, h=convert(self.h, x, x, p, t), g=None, f=convert(self.f, x, p, t)
-            )
-        mass = convert(self.mass, x, p, t) if callable(self.mass) else self.mass
-        return dataclasses.replace(
-            self,
-            h=None,
-            g=None,
-            f=convert(self.f, x, p, t),
-            vector_field=convert(self.vector_field, x, p, t),
-            mass=mass,
+        """The ODE and its cost with every callable closure-converted at `(x, p, t)`,
+        so that the arrays they close over become pytree leaves: inputs of the
+        `custom_vjp` that receive gradients. `g` is left out, being solved (and
+        differentiated) before the ODE by optimistix."""
+        return Problem(
+            self.h.closure_converted(x, p, t), closure_converted(self.f, x, p, t)
         )

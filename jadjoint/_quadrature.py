@@ -9,8 +9,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
+from ._backward import rates_along, solve_backwards
 from ._differentiation_mode import under_forward_mode
-from ._methods import AbstractAdjointMethod, rates_along, solve_backwards
+from ._methods import AbstractContinuousAdjoint
+from ._segments import Segment, Storage
 
 
 def _v_rates(t, v, args):
@@ -20,9 +22,7 @@ def _v_rates(t, v, args):
 STEPS_PER_BATCH = 16
 
 
-def _integral_over_steps(
-    system, forward, jumps, backward, unravel, nodes: int
-) -> PyTree:
+def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) -> PyTree:
     """`∫ q̇ dt` over the backward solve's accepted steps, by `nodes`-point
     Gauss–Legendre quadrature on each step (exact for polynomials of degree
     `2 nodes − 1`), with `w` from the backward dense output. No step straddles a save
@@ -37,7 +37,7 @@ def _integral_over_steps(
     steps = interpolation.ts_size - 1
 
     def qdot(t):
-        return rates_along(system, forward, jumps, unravel(backward.evaluate(t)), t)[2]
+        return rates_along(system, dense, jumps, unravel(backward.evaluate(t)), t)[2]
 
     def batch(i, total):
         k = i * STEPS_PER_BATCH + jnp.arange(STEPS_PER_BATCH)
@@ -72,12 +72,12 @@ def _integral_over_steps(
     return integral
 
 
-class QuadratureAdjoint(AbstractAdjointMethod):
+class QuadratureAdjoint(AbstractContinuousAdjoint):
     """Integrates only `w` backwards under error control, with `x(t)` from the dense
     output of the forward solve; the parameter gradient `∫ (c̄ f_p + λᵀ h_p) dt` is
     accumulated by Gauss–Legendre quadrature on each accepted backward step, outside
-    the error-controlled state (as SciMLSensitivity's GaussAdjoint). The stepped state
-    has the size of `x` whatever the size of `p`: the method for large `p`.
+    the error-controlled state. The stepped state has the size of `x` whatever the
+    size of `p`: the method for large `p`.
 
     **Arguments:**
 
@@ -85,43 +85,34 @@ class QuadratureAdjoint(AbstractAdjointMethod):
         order of Tsit5).
 
     Not differentiable a second time (its quadrature loop has a data-dependent trip
-    count): for reverse-over-reverse use [`jadjoint.InterpolatingAdjoint`][]."""
+    count): for reverse-over-reverse use [`jadjoint.InterpolatingAdjoint`][].
+
+    Reference: SciMLSensitivity's `GaussAdjoint` (the same quadrature on the
+    backward steps)."""
 
     nodes: int = eqx.field(static=True, default=3)
 
-    @property
-    def keeps_dense_output(self) -> bool:
-        return True
+    def storage(self, t0, t1, ts):
+        return Storage.at_save_times(ts, dense=True)
 
-    def integrate_segment(
-        self,
-        system,
-        forward,
-        jumps,
-        t_right,
-        t_left,
-        x_left,
-        x_right,
-        v,
-        q,
-        dt0,
-        options,
-    ):
-        del x_left, x_right
+    def segments(self, storage, forward, *, t0, t1, x0, xs):
+        return Segment.between(t0, t1, x0, forward.x_last)
+
+    def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         v, steps, backward, unravel = solve_backwards(
             _v_rates,
             v,
-            t_right,
-            t_left,
-            dt0,
-            (system, forward, jumps),
-            options,
-            jumps,
+            t_right=segment.t_right,
+            t_left=segment.t_left,
+            dt0=dt0,
+            args=(system, forward.dense, jumps),
+            options=options,
+            jumps=jumps,
             carries_q=False,
             dense=True,
         )
         integral = _integral_over_steps(
-            system, forward, jumps, backward, unravel, self.nodes
+            system, forward.dense, jumps, backward, unravel, self.nodes
         )
         q = jtu.tree_map(jnp.subtract, q, integral)
         return v, q, steps

@@ -70,13 +70,14 @@ def saved_residual_shapes(adjoint, capsys):
 
 
 def test_checkpointed_residuals_are_o_of_k(capsys):
-    """Dense: arrays sized by max_steps. Checkpointed: (save times + K) rows."""
+    """Dense: arrays sized by max_steps. Checkpointed: (save times + K − 1) stored
+    rows (the K − 1 checkpoints inside (t0, T)) and the final state."""
     dense = saved_residual_shapes(ja.InterpolatingAdjoint(), capsys)
     assert any(MAX_STEPS in shape for shape in dense)
     for k in (4, 12):
         shapes = saved_residual_shapes(ja.InterpolatingAdjoint(checkpoints=k), capsys)
         assert all(max(shape, default=0) < MAX_STEPS for shape in shapes)
-        assert (len(TS) + k, 2) in shapes
+        assert (len(TS) + k - 1, 2) in shapes
 
 
 def test_checkpoints_must_be_positive():

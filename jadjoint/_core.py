@@ -1,0 +1,117 @@
+"""The `custom_vjp` of an ODE solve whose reverse rule is the continuous adjoint.
+
+Its inputs are `(p, x0, problem, (t0, t1, ts))` with `problem` closure-converted; its
+outputs the cost, the saved states, the statistics, the result and where the solve
+stopped. The forward rule stores what the adjoint method's `Storage` asks for; the
+reverse rule builds the adjoint system of `_adjoint.py` and sweeps the method's
+segments backwards (`_sweep.py`).
+
+Inside a `custom_vjp` JAX may pass a primal that was a Python number as one (a
+`float` subclass), which equinox's filtered transformations take for a static value:
+each rule converts its inputs to arrays again.
+"""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import PyTree
+
+from ._adjoint import AdjointSystem, Params, time_gradients
+from ._errors import check_finite_gradients
+from ._forward import integrate
+from ._inputs import parameter_arrays
+from ._jumps import Jumps
+from ._results import RESULTS
+from ._sweep import backward_sweep
+
+
+@eqx.filter_custom_vjp
+def adjoint_solve(inputs, dt0, options, method):
+    """`(cost, xs, stats, result, (t_last, x_last))` of the ODE solve, differentiable
+    by `method`'s continuous adjoint."""
+    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
+    forward = integrate(
+        problem, p, x0, t0=t0, t1=t1, ts=ts, dt0=dt0, options=options, dense=False
+    )
+    return forward.outputs(options.throw)
+
+
+@adjoint_solve.def_fwd
+def _adjoint_solve_fwd(perturbed, inputs, dt0, options, method):
+    del perturbed
+    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
+    storage = method.storage(t0, t1, ts)
+    forward = integrate(
+        problem,
+        p,
+        x0,
+        t0=t0,
+        t1=t1,
+        ts=storage.times,
+        dt0=dt0,
+        options=options,
+        dense=storage.dense,
+    )
+    return forward.outputs(options.throw, storage.at_save_rows(forward.xs)), forward
+
+
+def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
+    """Cotangents arrive with `None` for symbolic zeros; `None` overall when all are."""
+    if all(leaf is None for leaf in jtu.tree_leaves(cotangent, is_leaf=_is_none)):
+        return None
+    return jtu.tree_map(
+        lambda ct, x: jnp.zeros_like(x) if ct is None else ct,
+        cotangent,
+        like,
+        is_leaf=_is_none,
+    )
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+@adjoint_solve.def_bwd
+def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, method):
+    cbar, xbar, _, _, _ = cotangents
+    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
+    p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
+    if problem.f is None:
+        cbar = None
+    storage = method.storage(t0, t1, ts)
+    xs = storage.at_save_rows(forward.xs)
+    xbar = _materialise(xbar, xs)
+    diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
+    solving = problem.h.prepare(x0, options.newton_tol, options.throw)
+    system = AdjointSystem(Params(diff, static), solving, cbar)
+    steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
+    w0, q0 = backward_sweep(
+        method,
+        system=system,
+        forward=forward,
+        jumps=Jumps.from_cotangents(ts, xbar),
+        segments=method.segments(storage, forward, t0=t0, t1=t1, x0=x0, xs=xs),
+        dt_guess=(t1 - t0) / steps,
+        options=options,
+    )
+    if options.throw:
+        w0, q0 = check_finite_gradients((w0, q0))
+    else:
+        failed = forward.result != RESULTS.successful
+        w0, q0 = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w0, q0))
+    p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
+    x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
+    times_grad = time_gradients(
+        problem,
+        solving,
+        p,
+        times=(t0, t1, ts),
+        perturbed=times_perturbed,
+        x0=x0,
+        x_final=forward.x_last,
+        xs=xs,
+        w0=w0,
+        xbar=xbar,
+        cbar=cbar,
+    )
+    return p_grad, x0_grad, problem_grad, times_grad

@@ -1,0 +1,55 @@
+"""The backward sweep: the adjoint method's segments integrated from `T` back to
+`t0`, one `lax.scan` step each, the step size carried from one to the next."""
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import PyTree
+
+from ._adjoint import AdjointSystem
+from ._forward import Forward
+from ._jumps import Jumps
+from ._options import Options
+from ._segments import Segment
+
+
+def _next_step_guess(dt, length, steps):
+    """The backward step size carried into the next segment: the mean accepted step
+    of this one when it took several; when it took one, that step was accepted, so the
+    guess is at least the segment length."""
+    several = length / jnp.maximum(steps, 1)
+    return jnp.where(steps >= 2, several, jnp.maximum(dt, length))
+
+
+def backward_sweep(
+    method,
+    *,
+    system: AdjointSystem,
+    forward: Forward,
+    jumps: Jumps,
+    segments: Segment,
+    dt_guess,
+    options: Options,
+) -> tuple[PyTree, PyTree]:
+    """`(w(t0), q(t0))` from `w(T⁺) = 0`, `q(T) = 0`, integrating each of the
+    batched `segments` (`t0` to `T` in order) with `method.integrate_segment`."""
+    v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), segments.x_right)
+    q = jtu.tree_map(jnp.zeros_like, system.params.diff)
+
+    def step(carry, segment):
+        v, q, dt = carry
+        v, q, steps = method.integrate_segment(
+            system=system,
+            forward=forward,
+            jumps=jumps,
+            segment=segment,
+            v=v,
+            q=q,
+            dt0=dt,
+            options=options,
+        )
+        dt = _next_step_guess(dt, segment.t_right - segment.t_left, steps)
+        return (v, q, dt), None
+
+    (v, q, _), _ = jax.lax.scan(step, (v, q, dt_guess), segments, reverse=True)
+    return jumps.w_at_start(v), q
