@@ -179,6 +179,9 @@ BOUNDED = jadjoint_method(
     "Interpolating(200, 1000)",
     ja.InterpolatingAdjoint(checkpoints=200, segment_steps=1000),
 )
+DISCRETISE = jadjoint_method(
+    "DiscretiseThenOptimise()", "DtO", ja.DiscretiseThenOptimise()
+)
 RCA = diffrax_method(
     "RecursiveCheckpointAdjoint()", "RCA", diffrax.RecursiveCheckpointAdjoint()
 )

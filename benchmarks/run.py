@@ -57,6 +57,7 @@ from _problems import (  # noqa: E402
     BOUNDED,
     CHECKPOINTED,
     DIFFRAX_BACKSOLVE,
+    DISCRETISE,
     FORWARD,
     INTERPOLATING,
     ODEINT,
@@ -90,6 +91,7 @@ ALL_METHODS = (
     QUADRATURE,
     BACKSOLVE,
     CHECKPOINTED,
+    DISCRETISE,
 )
 REFERENCE_MAX_STEPS = 10_000
 # XLA compiles this many functions at once while the main thread traces the next: the
