@@ -20,7 +20,6 @@ from ._adjoint import AdjointSystem, Params, time_gradients
 from ._errors import check_finite_gradients
 from ._forward import integrate
 from ._inputs import parameter_arrays
-from ._jumps import Jumps
 from ._results import RESULTS
 from ._sweep import backward_sweep
 
@@ -85,13 +84,28 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     solving = problem.h.prepare(x0, options.newton_tol, options.throw)
     system = AdjointSystem(Params(diff, static), solving, cbar)
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
+    dt_guess = (t1 - t0) / steps
+    if options.throw:
+        # Under `jax.grad` the forward outputs, which carry the forward solve's
+        # check, are discarded: the backward pass, which uses its dense output,
+        # checks again.
+        failed = forward.result != RESULTS.successful
+        dt_guess = forward.result.error_if(dt_guess, failed)
+    jumps, direct = method.observations(
+        system=system,
+        forward=forward,
+        ts=ts,
+        xbar=xbar,
+        times=any(times_perturbed),
+        options=options,
+    )
     w0, q0 = backward_sweep(
         method,
         system=system,
         forward=forward,
-        jumps=Jumps.from_cotangents(ts, xbar),
+        jumps=jumps,
         segments=method.segments(storage, forward, t0=t0, t1=t1, x0=x0, xs=xs),
-        dt_guess=(t1 - t0) / steps,
+        dt_guess=dt_guess,
         options=options,
     )
     if options.throw:
@@ -99,6 +113,8 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     else:
         failed = forward.result != RESULTS.successful
         w0, q0 = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w0, q0))
+    if direct is not None:
+        q0 = jtu.tree_map(jnp.subtract, q0, direct)
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
     times_grad = time_gradients(

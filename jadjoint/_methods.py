@@ -19,6 +19,8 @@ from ._backward import rates_along, solve_backwards
 from ._core import adjoint_solve
 from ._differentiation_mode import reverse_mode_only
 from ._forward import Forward, integrate
+from ._injection import injected_observations, injects_through
+from ._jumps import Jumps
 from ._segments import Segment, Storage
 
 
@@ -52,6 +54,15 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
     ) -> Segment:
         """The backward segments (batched, from `t0` to `T`) and the forward states
         at their ends, from what the forward pass stored (`xs`: at the save times)."""
+
+    @abc.abstractmethod
+    def observations(
+        self, *, system, forward: Forward, ts, xbar: PyTree | None, times, options
+    ) -> tuple[Jumps, PyTree | None]:
+        """How the cotangents `xbar` of the states saved at `ts` enter the backward
+        pass: the jumps of `w`, and a direct contribution to the gradient of
+        `system.params.diff` (`None` if none). `times`: whether `t0`, `t1` or `ts`
+        are differentiated."""
 
     @abc.abstractmethod
     def integrate_segment(
@@ -126,6 +137,11 @@ class InterpolatingAdjoint(AbstractContinuousAdjoint):
             inner = storage.at_checkpoint_rows(forward.xs)
         return Segment.between(t0, t1, x0, forward.x_last, inner)
 
+    def observations(self, *, system, forward, ts, xbar, times, options):
+        if self.checkpoints is None and injects_through(options.solver, times):
+            return injected_observations(system, forward.dense, ts, xbar, options)
+        return Jumps.from_cotangents(ts, xbar), None
+
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         dense = forward.dense
         if self.checkpoints is not None:
@@ -171,6 +187,9 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
 
     def segments(self, storage, forward, *, t0, t1, x0, xs):
         return Segment.between(t0, t1, x0, forward.x_last, (storage.times, xs))
+
+    def observations(self, *, system, forward, ts, xbar, times, options):
+        return Jumps.from_cotangents(ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         (_, v, q), steps = solve_backwards(

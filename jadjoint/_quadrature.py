@@ -2,7 +2,6 @@
 Gauss–Legendre quadrature over the accepted backward steps."""
 
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -10,7 +9,9 @@ import numpy as np
 from jaxtyping import PyTree
 
 from ._backward import rates_along, solve_backwards
-from ._differentiation_mode import under_forward_mode
+from ._batches import over_batches
+from ._injection import injected_observations, injects_through
+from ._jumps import Jumps
 from ._methods import AbstractContinuousAdjoint
 from ._segments import Segment, Storage
 
@@ -25,23 +26,17 @@ STEPS_PER_BATCH = 16
 def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) -> PyTree:
     """`∫ q̇ dt` over the backward solve's accepted steps, by `nodes`-point
     Gauss–Legendre quadrature on each step (exact for polynomials of degree
-    `2 nodes − 1`), with `w` from the backward dense output. No step straddles a save
-    time, so `w` is smooth on each.
-
-    The steps are taken `STEPS_PER_BATCH` at a time, all their nodes through one
-    vmapped VJP: a loop iteration per step would cost more in loop overhead than in
-    arithmetic for small problems."""
+    `2 nodes − 1`), with `w` from the backward dense output. No step straddles a jump
+    of `w`, so `w` is smooth on each. The steps are taken `STEPS_PER_BATCH` at a
+    time, all their nodes through one vmapped VJP."""
     abscissae, weights = np.polynomial.legendre.leggauss(nodes)
     interpolation = backward.interpolation
     times = interpolation.ts * interpolation.direction
-    steps = interpolation.ts_size - 1
 
     def qdot(t):
         return rates_along(system, dense, jumps, unravel(backward.evaluate(t)), t)[2]
 
-    def batch(i, total):
-        k = i * STEPS_PER_BATCH + jnp.arange(STEPS_PER_BATCH)
-        real = k < steps
+    def batch(k, real, total):
         k = jnp.where(real, k, 0)
         a, b = times[k][:, None], times[k + 1][:, None]
         ts = (0.5 * (a + b) + 0.5 * (b - a) * abscissae).reshape(-1)
@@ -53,23 +48,8 @@ def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) ->
         )
 
     zero = jtu.tree_map(jnp.zeros_like, system.params.diff)
-    batches = -(-steps // STEPS_PER_BATCH)
-    most_batches = -(-(times.shape[0] - 1) // STEPS_PER_BATCH)
-    # The trip count depends on the steps taken. A `lax.while_loop` (and `fori_loop`
-    # with a traced bound) cannot be reverse-differentiated, which a gradient of the
-    # gradient needs, and equinox's checkpointed loop cannot be forward-differentiated,
-    # which a Hessian-vector product needs: so the kind follows the mode, as for the
-    # inner diffrax solves (see `inner_adjoint`). Undifferentiated, both run as one
-    # `lax.while_loop`.
-    kind = "lax" if under_forward_mode() else "checkpointed"
-    _, integral = eqxi.while_loop(
-        lambda carry: carry[0] < batches,
-        lambda carry: (carry[0] + 1, batch(carry[0], carry[1])),
-        (jnp.zeros((), batches.dtype), zero),
-        max_steps=most_batches,
-        kind=kind,
-    )
-    return integral
+    steps = interpolation.ts_size - 1
+    return over_batches(batch, zero, steps, times.shape[0] - 1, STEPS_PER_BATCH)
 
 
 class QuadratureAdjoint(AbstractContinuousAdjoint):
@@ -97,6 +77,11 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
 
     def segments(self, storage, forward, *, t0, t1, x0, xs):
         return Segment.between(t0, t1, x0, forward.x_last)
+
+    def observations(self, *, system, forward, ts, xbar, times, options):
+        if injects_through(options.solver, times):
+            return injected_observations(system, forward.dense, ts, xbar, options)
+        return Jumps.from_cotangents(ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         v, steps, backward, unravel = solve_backwards(

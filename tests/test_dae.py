@@ -58,8 +58,8 @@ def dae_outputs(p, y0, adjoint):
     return loss, (ys, zs, solution.x0[1])
 
 
-def ode_outputs(p, y0):
-    solution = ja.solve(ODE, p, 0.0, 2.0, y0, saveat=TS, rtol=1e-10)
+def ode_outputs(p, y0, adjoint):
+    solution = ja.solve(ODE, p, 0.0, 2.0, y0, saveat=TS, adjoint=adjoint, rtol=1e-10)
     ys, zs = solution.xs, p[1] * solution.xs**2
     loss = solution.cost + jnp.sum(WEIGHTS * ys) + jnp.sum(jnp.sin(zs))
     return loss, (ys, zs, p[1] * y0**2)
@@ -70,19 +70,18 @@ def batched_value_and_grad(outputs, *static):
     return jax.jit(jax.vmap(lambda p, y0: grad(p, y0, *static)))
 
 
-@pytest.fixture(scope="module")
-def reduced_ode_reference():
-    return batched_value_and_grad(ode_outputs)(P, Y0)
-
-
 @pytest.mark.parametrize(
     "adjoint",
     [ja.InterpolatingAdjoint(), ja.QuadratureAdjoint(), ja.BacksolveAdjoint()],
     ids=type,
 )
-def test_semi_explicit_matches_the_reduced_ode(adjoint, reduced_ode_reference):
+def test_semi_explicit_matches_the_reduced_ode(adjoint):
+    """The same method on the DAE and on its reduced ODE, solved at 1e-10: the same
+    to 1e-8 (z by Newton to 1e-13)."""
     (loss, states), grads = batched_value_and_grad(dae_outputs, adjoint)(P, Y0)
-    (loss_ref, states_ref), grads_ref = reduced_ode_reference
+    (loss_ref, states_ref), grads_ref = batched_value_and_grad(ode_outputs, adjoint)(
+        P, Y0
+    )
     assert max_relative_error(loss, loss_ref) < 1e-8
     assert max_relative_error(states, states_ref) < 1e-8
     assert max_relative_error(grads, grads_ref) < 1e-8
