@@ -247,6 +247,26 @@ def spiral_batch(size: int):
     return 2.0 * jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=1)
 
 
+def training_mlp(save_times: int = 100):
+    """The neural-ODE training workload of diffrax's documentation: `ẏ = MLP(y)`,
+    MLP 2 → 64 → 64 → 2 (softplus), on [0, 10] with `save_times` observations."""
+    model = eqx.nn.MLP(
+        2, 2, 64, 2, activation=jax.nn.softplus, key=jax.random.PRNGKey(1)
+    )
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    problem = OdeProblem(
+        lambda y, p, t: eqx.combine(p, static)(y),
+        10.0,
+        saveat=jnp.linspace(0.0, 10.0, save_times + 1)[1:],
+    )
+    return problem, params
+
+
+def training_batch(size: int):
+    """`size` initial conditions uniform in [−0.6, 1]², as diffrax's example."""
+    return jax.random.uniform(jax.random.PRNGKey(2), (size, 2), minval=-0.6, maxval=1)
+
+
 def robertson_vf(y, log_k, t):
     k1, k2, k3 = jnp.exp(log_k)
     return jnp.stack(
