@@ -85,11 +85,11 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     system = AdjointSystem(Params(diff, static), solving, cbar)
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
     dt_guess = (t1 - t0) / steps
+    failed = forward.result != RESULTS.successful
     if options.throw:
         # Under `jax.grad` the forward outputs, which carry the forward solve's
         # check, are discarded: the backward pass, which uses its dense output,
         # checks again.
-        failed = forward.result != RESULTS.successful
         dt_guess = forward.result.error_if(dt_guess, failed)
     jumps, direct = method.observations(
         system=system,
@@ -111,7 +111,6 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     if options.throw:
         w0, q0 = check_finite_gradients((w0, q0))
     else:
-        failed = forward.result != RESULTS.successful
         w0, q0 = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w0, q0))
     if direct is not None:
         q0 = jtu.tree_map(jnp.subtract, q0, direct)

@@ -10,17 +10,22 @@ public fields of the interpolation (`ts`, `infos`, `interpolation_cls`).
 import diffrax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
+
+
+def step(interpolation: diffrax.DenseInterpolation, k) -> tuple[dict, Array, Array]:
+    """The dense information of step `k` and the step's end times `(t_k, t_{k+1})`:
+    `interpolation.interpolation_cls(t0=t_k, t1=t_{k+1}, **info)` is its polynomial."""
+    info = jtu.tree_map(lambda a: a[k], interpolation.infos)
+    return info, interpolation.ts[k], interpolation.ts[k + 1]
 
 
 def _local_polynomial(interpolation: diffrax.DenseInterpolation, t):
     steps = interpolation.ts_size - 1
     index = jnp.searchsorted(interpolation.ts, t, side="left") - 1
     index = jnp.clip(index, 0, jnp.maximum(steps - 1, 0))
-    infos = jtu.tree_map(lambda info: info[index], interpolation.infos)
-    return interpolation.interpolation_cls(
-        t0=interpolation.ts[index], t1=interpolation.ts[index + 1], **infos
-    )
+    info, t0, t1 = step(interpolation, index)
+    return interpolation.interpolation_cls(t0=t0, t1=t1, **info)
 
 
 def evaluate(interpolation: diffrax.DenseInterpolation, t) -> PyTree:

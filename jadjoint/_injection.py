@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
+from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
 from ._batches import over_batches
 from ._forward import step_dense_info
@@ -50,13 +51,6 @@ def injects_through(solver: diffrax.AbstractSolver, times: bool) -> bool:
     return isinstance(solver, diffrax.AbstractERK) and not times
 
 
-def _local(dense: diffrax.DenseInterpolation, k):
-    """The interpolant of forward step `k` and its end times."""
-    info = jtu.tree_map(lambda a: a[k], dense.infos)
-    t0, t1 = dense.ts[k], dense.ts[k + 1]
-    return info, t0, t1
-
-
 def _per_step(dense: diffrax.DenseInterpolation, ts: Array, xbar: PyTree):
     """For each step holding save times (a slot each, in order; `count` of the
     `len(ts)` slots used): its index and `D̄_k`."""
@@ -65,7 +59,7 @@ def _per_step(dense: diffrax.DenseInterpolation, ts: Array, xbar: PyTree):
     step_of = jnp.clip(jnp.searchsorted(dense.ts, ts, side="right") - 1, 0, last)
 
     def info_cotangent(k, t, cotangent):
-        info, t0, t1 = _local(dense, k)
+        info, t0, t1 = dense_output.step(dense, k)
 
         def saved_state(info):
             return dense.interpolation_cls(t0=t0, t1=t1, **info).evaluate(t)[0]
@@ -99,7 +93,7 @@ def injected_observations(
     params = system.params
 
     def step_vjp(k, cotangent):
-        info, t0, t1 = _local(dense, k)
+        info, t0, t1 = dense_output.step(dense, k)
         x, cost = dense.interpolation_cls(t0=t0, t1=t1, **info).evaluate(t0)
 
         def dense_info(x, diff):
