@@ -27,7 +27,7 @@ from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
 from ._batches import over_batches
 from ._forward import step_dense_info
-from ._jumps import Jumps
+from ._jumps import StepJumps
 from ._options import Options
 
 STEPS_PER_BATCH = 16
@@ -83,24 +83,39 @@ def injected_observations(
     ts: Array,
     xbar: PyTree | None,
     options: Options,
-) -> tuple[Jumps, PyTree | None]:
+) -> tuple[StepJumps, PyTree | None]:
     """The jumps of `w` at the starts of the forward steps that hold save times,
     and the direct contribution `Σ p̄_k` to the gradient of `system.params.diff`;
-    `(Jumps(ts, None), None)` when the saved states are not differentiated."""
+    no jumps and `None` when the saved states are not differentiated."""
     if xbar is None:
-        return Jumps.from_cotangents(ts, None), None
+        # One unused slot, so that the slot lookups stay in bounds.
+        slots = jnp.zeros(1, jnp.int32)
+        times = jnp.full(1, jnp.inf, ts.dtype)
+        return StepJumps(slots, times, None, jnp.zeros((), jnp.int32)), None
     slot_step, per_slot, count = _per_step(dense, ts, xbar)
     params = system.params
 
-    def step_vjp(k, cotangent):
+    def start(k):
         info, t0, t1 = dense_output.step(dense, k)
-        x, cost = dense.interpolation_cls(t0=t0, t1=t1, **info).evaluate(t0)
+        return dense.interpolation_cls(t0=t0, t1=t1, **info).evaluate(t0)
 
-        def dense_info(x, diff):
-            p, problem = params.combined(diff)
-            return step_dense_info(problem, p, x, cost, t0=t0, t1=t1, options=options)
+    def step_vjps(ks, cotangents):
+        """`(x̄_k, Σ p̄_k)` for the steps `ks`: one VJP of the batched step map, so
+        that the parameter cotangents are summed inside it rather than kept per
+        step (a neural network's weights, once per step)."""
+        starts = jax.vmap(start)(ks)
 
-        return jax.vjp(dense_info, x, params.diff)[1](cotangent)
+        def dense_infos(xs, diff):
+            def one(k, x, cost):
+                _, t0, t1 = dense_output.step(dense, k)
+                p, problem = params.combined(diff)
+                return step_dense_info(
+                    problem, p, x, cost, t0=t0, t1=t1, options=options
+                )
+
+            return jax.vmap(one)(ks, xs, starts[1])
+
+        return jax.vjp(dense_infos, starts[0], params.diff)[1](cotangents)
 
     def batch(slots, real, carry):
         jumps, direct = carry
@@ -110,11 +125,11 @@ def injected_observations(
             return jnp.where(real.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0)
 
         cotangents = jtu.tree_map(lambda c: masked(c[slots_in]), per_slot)
-        x_bars, diff_bars = jax.vmap(step_vjp)(slot_step[slots_in], cotangents)
+        x_bars, diff_bar = step_vjps(slot_step[slots_in], cotangents)
         jumps = jtu.tree_map(
             lambda acc, v: acc.at[slots].set(masked(v), mode="drop"), jumps, x_bars
         )
-        direct = jtu.tree_map(lambda acc, v: acc + masked(v).sum(0), direct, diff_bars)
+        direct = jtu.tree_map(jnp.add, direct, diff_bar)
         return jumps, direct
 
     zero = (
@@ -124,4 +139,4 @@ def injected_observations(
     n = ts.shape[0]
     jumps, direct = over_batches(batch, zero, count, n, min(STEPS_PER_BATCH, n))
     times = jnp.where(jnp.arange(n) < count, dense.ts[slot_step], jnp.inf)
-    return Jumps.from_cotangents(times, jumps), direct
+    return StepJumps(slot_step, times, jumps, count), direct

@@ -72,6 +72,27 @@ class Jumps(eqx.Module):
         return diffrax.ClipStepSizeController(controller, jump_ts=jump_ts)
 
 
+class StepJumps(eqx.Module):
+    """Jumps of `w` at forward step starts (the injected observations of
+    `_injection.py`): slot `i < count` holds the `x̄` (rows of `xbar`; `None` when
+    the saved states are not differentiated) subtracted at the start of forward step
+    `steps[i]`, at time `times[i]`, in increasing order; unused slots have
+    `times = ∞`."""
+
+    steps: Array
+    times: Array
+    xbar: PyTree | None
+    count: Array
+
+    def w_at_start(self, w: PyTree) -> PyTree:
+        """`w(t0)`: integrated along the steps, every jump is applied already."""
+        return w
+
+    def at_times(self) -> Jumps:
+        """The same jumps, folded into `v = w + o(t)` for a diffrax solve."""
+        return Jumps.from_cotangents(self.times, self.xbar)
+
+
 def below(t: jax.Array) -> jax.Array:
     """The float just below `t`, where a backward solve from a save time `t` starts:
     the side on which that save time's jump has been applied. Its derivative is 1

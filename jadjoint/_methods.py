@@ -20,8 +20,9 @@ from ._core import adjoint_solve
 from ._differentiation_mode import reverse_mode_only
 from ._forward import Forward, integrate
 from ._injection import injected_observations, injects_through
-from ._jumps import Jumps
+from ._jumps import Jumps, StepJumps
 from ._segments import Segment, Storage
+from ._stepwise import integrate_along_steps
 
 
 class AbstractAdjointMethod(eqx.Module):
@@ -144,6 +145,10 @@ class InterpolatingAdjoint(AbstractContinuousAdjoint):
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         dense = forward.dense
+        if isinstance(jumps, StepJumps):
+            return integrate_along_steps(
+                system, dense, jumps, w=v, q=q, dt0=dt0, options=options
+            )
         if self.checkpoints is not None:
             p, problem = system.params.combined()
             if self.segment_steps is not None:

@@ -80,7 +80,10 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
 
     def observations(self, *, system, forward, ts, xbar, times, options):
         if injects_through(options.solver, times):
-            return injected_observations(system, forward.dense, ts, xbar, options)
+            jumps, direct = injected_observations(
+                system, forward.dense, ts, xbar, options
+            )
+            return jumps.at_times(), direct
         return Jumps.from_cotangents(ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):

@@ -1,0 +1,158 @@
+"""The adjoint integrated backwards along the forward steps, by a loop of our own over
+an explicit Runge–Kutta tableau and diffrax's `PIDController` (DESIGN.md §3, §3a).
+
+With the observations injected at forward step starts (`_injection.py`), the backward
+pass needs `x(t)` only through one forward step's polynomial at a time, and jumps only
+where a forward step starts. `diffeqsolve` would look `t` up in the whole dense output
+at every stage, stop at each forward step start through `ClipStepSizeController`
+(losing the step-size proposal each time) and carry the parameter integral `q` as part
+of the stepped state, stages and all: a neural network's weights, seven times per step.
+This loop instead
+
+- steps `w` only: `q` is accumulated as `q ← q + h Σ b_j q̇_j` on accepted steps, the
+  `q̇_j` coming out of the same VJPs as the stages of `w` (its error is not controlled:
+  the seminorm of `LeadingSeminorm`);
+- ends a step at each forward step start `t_k`, switches to the previous step's
+  polynomial there and carries the step size across: a step shortened to land on `t_k`
+  keeps the proposal it was shortened from;
+- applies the injected jump `w(t_k⁻) = w(t_k⁺) − x̄_k` there, re-evaluating the first
+  stage only after a jump (first same as last otherwise).
+
+The error control is `PIDController.adapt_step_size`, in the reversed time `τ = −t`,
+on `w`; the stages are the solver's public Butcher tableau.
+"""
+
+import diffrax
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
+
+from . import _dense_output as dense_output
+from ._adjoint import AdjointSystem
+from ._differentiation_mode import under_forward_mode
+from ._jumps import StepJumps
+from ._options import Options
+
+BACKWARD_FAILED = (
+    "The backward (adjoint) solve failed: it took more than twice `max_steps` steps "
+    "or its state became non-finite."
+)
+
+
+def _combine(y: PyTree, h, weights, ks: list) -> PyTree:
+    """`y + h Σ_j weights_j k_j`, skipping zero weights."""
+
+    def leaf(y, *k):
+        terms = [float(c) * kj for c, kj in zip(weights, k, strict=False) if c]
+        return y + h * sum(terms) if terms else y
+
+    return jtu.tree_map(leaf, y, *ks)
+
+
+def integrate_along_steps(
+    system: AdjointSystem,
+    dense: diffrax.DenseInterpolation,
+    jumps: StepJumps,
+    *,
+    w: PyTree,
+    q: PyTree,
+    dt0,
+    options: Options,
+) -> tuple[PyTree, PyTree, Array]:
+    """`(w(t0), q(t0))` from `(w, q)` at the end of the forward solve whose dense
+    output is `dense` (an explicit Runge–Kutta solve of `options.solver`), and the
+    number of accepted backward steps. A failed solve raises (`options.throw`) or
+    gives NaN."""
+    tableau = options.solver.tableau
+    fsal = tableau.fsal
+    controller = options.controller()
+    error_order = options.solver.error_order(diffrax.ODETerm(lambda t, y, a: y))
+    meter = options.progress_meter
+    last = dense.ts_size - 2
+    t_start, t_end = dense.ts[0], dense.ts[last + 1]
+    span = jnp.where(t_end > t_start, t_end - t_start, 1)
+
+    def rates(k, t, w):
+        info, t_k, t_next = dense_output.step(dense, k)
+        polynomial = dense.interpolation_cls(t0=t_k, t1=t_next, **info)
+        x = polynomial.evaluate(t)[0]
+        _, wdot, qdot = system.rates(x, w, t, lambda: polynomial.derivative(t)[0])
+        return wdot, qdot
+
+    def attempt(k, t, w, first, h):
+        """One Runge–Kutta step of `(w, q)` from `t` by `h < 0`: `w` there, its
+        error estimate, the increment of `q` and the last stage."""
+        ks, qs = [first[0]], [first[1]]
+        for c, a in zip(tableau.c, tableau.a_lower, strict=True):
+            kj, qj = rates(k, t + float(c) * h, _combine(w, h, a, ks))
+            ks.append(kj)
+            qs.append(qj)
+        zero_q = jtu.tree_map(jnp.zeros_like, q)
+        w_next = _combine(w, h, tableau.b_sol, ks)
+        error = _combine(jtu.tree_map(jnp.zeros_like, w), h, tableau.b_error, ks)
+        increment = _combine(zero_q, h, tableau.b_sol, qs)
+        return w_next, error, increment, (ks[-1], qs[-1])
+
+    def body(state):
+        k, slot, t, w, q, first, dt, pid, jumped, steps, meter_state = state
+        # Under `vmap` a member that has finished (`k = −1`) runs on, masked: its
+        # polynomial stays the first step's.
+        k = jnp.maximum(k, 0)
+        done = state[0] < 0
+        if fsal:
+            first = jax.lax.cond(jumped, lambda: rates(k, t, w), lambda: first)
+        else:
+            first = rates(k, t, w)
+        t_k = dense.ts[k]
+        lands = t - dt <= t_k
+        t_next = jnp.where(lands, t_k, t - dt)
+        w_next, error, increment, last_stage = attempt(k, t, w, first, t_next - t)
+        keep, tau0, tau1, _, pid, _ = controller.adapt_step_size(
+            -t, -t_next, w, w_next, None, error, error_order, pid
+        )
+        proposal = tau1 - tau0
+        # A step shortened to land on `t_k` keeps the proposal it was shortened from.
+        dt = jnp.where(keep & lands, jnp.maximum(proposal, dt), proposal)
+        t = jnp.where(keep, t_next, t)
+        w = jtu.tree_map(lambda a, b: jnp.where(keep, a, b), w_next, w)
+        q = jtu.tree_map(lambda a, d: jnp.where(keep, a + d, a), q, increment)
+        if fsal:
+            first = jtu.tree_map(
+                lambda a, b: jnp.where(keep, a, b), last_stage, first
+            )
+        crossed = keep & lands
+        injects = crossed & (slot >= 0) & (jumps.steps[jnp.maximum(slot, 0)] == k)
+        if jumps.xbar is not None:
+            xbar = jtu.tree_map(lambda a: a[jnp.maximum(slot, 0)], jumps.xbar)
+            w = jtu.tree_map(lambda a, b: jnp.where(injects, a - b, a), w, xbar)
+        slot = jnp.where(injects, slot - 1, slot)
+        k = jnp.where(crossed | done, k - 1, k)
+        progress = jnp.clip((t_end - t) / span, 0, 1)
+        meter_state = meter.step(meter_state, progress)
+        return k, slot, t, w, q, first, dt, pid, injects, steps + keep, meter_state
+
+    _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
+    first = rates(jnp.maximum(last, 0), t_end, w) if fsal else (w, q)
+    state = (last, jumps.count - 1, t_end, w, q, first, dt0, pid, False, 0, meter.init())
+    state = eqxi.while_loop(
+        lambda state: state[0] >= 0,
+        body,
+        state,
+        max_steps=2 * options.max_steps,
+        kind="lax" if under_forward_mode() else "checkpointed",
+    )
+    k, _, _, w, q, _, _, _, _, steps, meter_state = state
+    meter.close(meter_state)
+    failed = k >= 0
+    failed = failed | ~jnp.all(
+        jnp.array([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(w)])
+    )
+    if options.throw:
+        w = eqx.error_if(w, failed, BACKWARD_FAILED)
+    else:
+        w, q = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w, q))
+    return w, q, steps
+
