@@ -23,33 +23,19 @@ on `w`; the stages are the solver's public Butcher tableau.
 """
 
 import diffrax
-import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, PyTree
 
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
 from ._differentiation_mode import under_forward_mode
+from ._errors import raise_if_failed
 from ._jumps import StepJumps
 from ._options import Options
-
-BACKWARD_FAILED = (
-    "The backward (adjoint) solve failed: it took more than twice `max_steps` steps "
-    "or its state became non-finite."
-)
-
-
-def _combine(y: PyTree, h, weights, ks: list) -> PyTree:
-    """`y + h Σ_j weights_j k_j`, skipping zero weights."""
-
-    def leaf(y, *k):
-        terms = [float(c) * kj for c, kj in zip(weights, k, strict=False) if c]
-        return y + h * sum(terms) if terms else y
-
-    return jtu.tree_map(leaf, y, *ks)
 
 
 def integrate_along_steps(
@@ -82,19 +68,46 @@ def integrate_along_steps(
         _, wdot, qdot = system.rates(x, w, t, lambda: polynomial.derivative(t)[0])
         return wdot, qdot
 
+    stages = len(tableau.c) + 1
+    a = np.zeros((stages, stages))
+    for j, row in enumerate(tableau.a_lower):
+        a[j + 1, : j + 1] = row
+    c = np.concatenate([[0.0], tableau.c])
+    dtype = jnp.result_type(*jtu.tree_leaves(w))
+    a, c, b, b_error = (
+        jnp.asarray(weights, dtype)
+        for weights in (a, c, tableau.b_sol, tableau.b_error)
+    )
+
+    def weighted(weights, ks):
+        return jtu.tree_map(lambda K: jnp.tensordot(weights, K, axes=1), ks)
+
     def attempt(k, t, w, first, h):
         """One Runge–Kutta step of `(w, q)` from `t` by `h < 0`: `w` there, its
-        error estimate, the increment of `q` and the last stage."""
-        ks, qs = [first[0]], [first[1]]
-        for c, a in zip(tableau.c, tableau.a_lower, strict=True):
-            kj, qj = rates(k, t + float(c) * h, _combine(w, h, a, ks))
-            ks.append(kj)
-            qs.append(qj)
-        zero_q = jtu.tree_map(jnp.zeros_like, q)
-        w_next = _combine(w, h, tableau.b_sol, ks)
-        error = _combine(jtu.tree_map(jnp.zeros_like, w), h, tableau.b_error, ks)
-        increment = _combine(zero_q, h, tableau.b_sol, qs)
-        return w_next, error, increment, (ks[-1], qs[-1])
+        error estimate, the increment of `q` and the last stage. The stages are a
+        `lax.scan` (compiled once, not once per stage), which every differentiation
+        mode allows."""
+        wdot, qdot = first
+        ks = jtu.tree_map(
+            lambda f: jnp.zeros((stages,) + f.shape, f.dtype).at[0].set(f), wdot
+        )
+        increment = jtu.tree_map(lambda v: h * b[0] * v, qdot)
+
+        def stage(carry, j):
+            ks, increment, _ = carry
+            y = jtu.tree_map(lambda w, K: w + h * jnp.tensordot(a[j], K, axes=1), w, ks)
+            kj, qj = rates(k, t + c[j] * h, y)
+            ks = jtu.tree_map(lambda K, v: K.at[j].set(v), ks, kj)
+            increment = jtu.tree_map(lambda acc, v: acc + h * b[j] * v, increment, qj)
+            return (ks, increment, qj), None
+
+        (ks, increment, q_last), _ = jax.lax.scan(
+            stage, (ks, increment, qdot), jnp.arange(1, stages)
+        )
+        w_next = jtu.tree_map(lambda w, d: w + h * d, w, weighted(b, ks))
+        error = jtu.tree_map(lambda d: h * d, weighted(b_error, ks))
+        last_stage = (jtu.tree_map(lambda K: K[-1], ks), q_last)
+        return w_next, error, increment, last_stage
 
     def body(state):
         k, slot, t, w, q, first, dt, pid, jumped, steps, meter_state = state
@@ -120,9 +133,7 @@ def integrate_along_steps(
         w = jtu.tree_map(lambda a, b: jnp.where(keep, a, b), w_next, w)
         q = jtu.tree_map(lambda a, d: jnp.where(keep, a + d, a), q, increment)
         if fsal:
-            first = jtu.tree_map(
-                lambda a, b: jnp.where(keep, a, b), last_stage, first
-            )
+            first = jtu.tree_map(lambda a, b: jnp.where(keep, a, b), last_stage, first)
         crossed = keep & lands
         injects = crossed & (slot >= 0) & (jumps.steps[jnp.maximum(slot, 0)] == k)
         if jumps.xbar is not None:
@@ -136,7 +147,21 @@ def integrate_along_steps(
 
     _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
     first = rates(jnp.maximum(last, 0), t_end, w) if fsal else (w, q)
-    state = (last, jumps.count - 1, t_end, w, q, first, dt0, pid, False, 0, meter.init())
+    state = (
+        last,
+        jumps.count - 1,
+        t_end,
+        w,
+        q,
+        first,
+        dt0,
+        pid,
+        False,
+        0,
+        meter.init(),
+    )
+    # As many attempted steps as the forward solve may take, plus one per forward
+    # step start at which a step is shortened.
     state = eqxi.while_loop(
         lambda state: state[0] >= 0,
         body,
@@ -147,12 +172,11 @@ def integrate_along_steps(
     k, _, _, w, q, _, _, _, _, steps, meter_state = state
     meter.close(meter_state)
     failed = k >= 0
-    failed = failed | ~jnp.all(
-        jnp.array([jnp.all(jnp.isfinite(a)) for a in jtu.tree_leaves(w)])
+    result = diffrax.RESULTS.where(
+        failed, diffrax.RESULTS.max_steps_reached, diffrax.RESULTS.successful
     )
     if options.throw:
-        w = eqx.error_if(w, failed, BACKWARD_FAILED)
+        w = raise_if_failed(result, w)
     else:
         w, q = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w, q))
     return w, q, steps
-
