@@ -1,5 +1,7 @@
 """One backward solve of the adjoint over a segment, on diffrax, and the adjoint's
-rates along a forward dense interpolation.
+rates along a forward dense interpolation: the backward pass wherever the
+observations are not injected at forward step starts (`_stepwise.py` is the one
+where they are).
 
 The backward pass integrates `(v, q)` with `v = w + o(t)` the adjoint with its
 save-time jumps folded in (`_jumps.py`), so that save times cost one step end each

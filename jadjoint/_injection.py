@@ -30,7 +30,7 @@ from ._forward import step_dense_info
 from ._jumps import StepJumps
 from ._options import Options
 
-STEPS_PER_BATCH = 16
+STEPS_PER_BATCH = 8
 
 
 def injects_through(solver: diffrax.AbstractSolver, times: bool) -> bool:
