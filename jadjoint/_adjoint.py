@@ -78,7 +78,9 @@ class AdjointSystem(eqx.Module):
         (out, _), vjp = jax.vjp(dynamics, x, params.diff)
         wdot, qdot = vjp((cotangent, cbar))
         if self.solving.throw:
-            wdot, qdot = check_finite_adjoint_rates((wdot, qdot))
+            # `ẇ` only: a non-finite `q̇` (the size of `p`) feeds back into nothing
+            # and is caught in the gradient at the end.
+            wdot = check_finite_adjoint_rates(wdot)
         return (out if xdot is None else xdot), wdot, qdot
 
 

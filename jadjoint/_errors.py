@@ -110,8 +110,8 @@ def check_finite_gradients(gradients: PyTree) -> PyTree:
 
 
 def check_finite_adjoint_rates(rates: PyTree) -> PyTree:
-    """Checked at every evaluation: a NaN there would otherwise make the backward
-    solve reject steps until `max_steps`, hiding the cause."""
+    """`ẇ`, checked at every evaluation: a NaN there would otherwise make the
+    backward solve reject steps until `max_steps`, hiding the cause."""
     message = (
         "The adjoint ODE's right-hand side is non-finite (NaN or inf): `f` or `h` has "
         "a non-finite derivative along the solution, so the gradient would be "
