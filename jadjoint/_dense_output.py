@@ -20,12 +20,16 @@ def step(interpolation: diffrax.DenseInterpolation, k) -> tuple[dict, Array, Arr
     return info, interpolation.ts[k], interpolation.ts[k + 1]
 
 
+def polynomial(interpolation: diffrax.DenseInterpolation, k):
+    """The polynomial of step `k` (an `interpolation.interpolation_cls`)."""
+    info, t0, t1 = step(interpolation, k)
+    return interpolation.interpolation_cls(t0=t0, t1=t1, **info)
+
+
 def _local_polynomial(interpolation: diffrax.DenseInterpolation, t):
     steps = interpolation.ts_size - 1
     index = jnp.searchsorted(interpolation.ts, t, side="left") - 1
-    index = jnp.clip(index, 0, jnp.maximum(steps - 1, 0))
-    info, t0, t1 = step(interpolation, index)
-    return interpolation.interpolation_cls(t0=t0, t1=t1, **info)
+    return polynomial(interpolation, jnp.clip(index, 0, jnp.maximum(steps - 1, 0)))
 
 
 def evaluate(interpolation: diffrax.DenseInterpolation, t) -> PyTree:

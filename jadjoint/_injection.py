@@ -90,14 +90,12 @@ def injected_observations(
     if xbar is None:
         # One unused slot, so that the slot lookups stay in bounds.
         slots = jnp.zeros(1, jnp.int32)
-        times = jnp.full(1, jnp.inf, ts.dtype)
-        return StepJumps(slots, times, None, jnp.zeros((), jnp.int32)), None
+        return StepJumps(slots, None, jnp.zeros((), jnp.int32)), None
     slot_step, per_slot, count = _per_step(dense, ts, xbar)
     params = system.params
 
     def start(k):
-        info, t0, t1 = dense_output.step(dense, k)
-        return dense.interpolation_cls(t0=t0, t1=t1, **info).evaluate(t0)
+        return dense_output.polynomial(dense, k).evaluate(dense.ts[k])
 
     def step_vjps(ks, cotangents):
         """`(x̄_k, Σ p̄_k)` for the steps `ks`: one VJP of the batched step map, so
@@ -138,5 +136,4 @@ def injected_observations(
     )
     n = ts.shape[0]
     jumps, direct = over_batches(batch, zero, count, n, min(STEPS_PER_BATCH, n))
-    times = jnp.where(jnp.arange(n) < count, dense.ts[slot_step], jnp.inf)
-    return StepJumps(slot_step, times, jumps, count), direct
+    return StepJumps(slot_step, jumps, count), direct

@@ -76,11 +76,9 @@ class StepJumps(eqx.Module):
     """Jumps of `w` at forward step starts (the injected observations of
     `_injection.py`): slot `i < count` holds the `x̄` (rows of `xbar`; `None` when
     the saved states are not differentiated) subtracted at the start of forward step
-    `steps[i]`, at time `times[i]`, in increasing order; unused slots have
-    `times = ∞`."""
+    `steps[i]`, in increasing order."""
 
     steps: Array
-    times: Array
     xbar: PyTree | None
     count: Array
 
@@ -88,9 +86,13 @@ class StepJumps(eqx.Module):
         """`w(t0)`: integrated along the steps, every jump is applied already."""
         return w
 
-    def at_times(self) -> Jumps:
-        """The same jumps, folded into `v = w + o(t)` for a diffrax solve."""
-        return Jumps.from_cotangents(self.times, self.xbar)
+    def at_times(self, step_starts: Array) -> Jumps:
+        """The same jumps at the times `step_starts[steps]` (the forward step
+        starts; unused slots at `∞`), folded into `v = w + o(t)` for a diffrax
+        solve."""
+        used = jnp.arange(self.steps.shape[0]) < self.count
+        times = jnp.where(used, step_starts[self.steps], jnp.inf)
+        return Jumps.from_cotangents(times, self.xbar)
 
 
 def below(t: jax.Array) -> jax.Array:

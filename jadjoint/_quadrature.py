@@ -83,7 +83,7 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
             jumps, direct = injected_observations(
                 system, forward.dense, ts, xbar, options
             )
-            return jumps.at_times(), direct
+            return jumps.at_times(forward.dense.ts), direct
         return Jumps.from_cotangents(ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):

@@ -62,8 +62,7 @@ def integrate_along_steps(
     span = jnp.where(t_end > t_start, t_end - t_start, 1)
 
     def rates(k, t, w):
-        info, t_k, t_next = dense_output.step(dense, k)
-        polynomial = dense.interpolation_cls(t0=t_k, t1=t_next, **info)
+        polynomial = dense_output.polynomial(dense, k)
         x = polynomial.evaluate(t)[0]
         _, wdot, qdot = system.rates(x, w, t, lambda: polynomial.derivative(t)[0])
         return wdot, qdot
@@ -74,10 +73,10 @@ def integrate_along_steps(
         a[j + 1, : j + 1] = row
     c = np.concatenate([[0.0], tableau.c])
     dtype = jnp.result_type(*jtu.tree_leaves(w))
-    a, c, b, b_error = (
-        jnp.asarray(weights, dtype)
-        for weights in (a, c, tableau.b_sol, tableau.b_error)
+    a, b, b_error = (
+        jnp.asarray(weights, dtype) for weights in (a, tableau.b_sol, tableau.b_error)
     )
+    c = jnp.asarray(c, t_end.dtype)
 
     def weighted(weights, ks):
         return jtu.tree_map(lambda K: jnp.tensordot(weights, K, axes=1), ks)
@@ -111,10 +110,9 @@ def integrate_along_steps(
 
     def body(state):
         k, slot, t, w, q, first, dt, pid, jumped, steps, meter_state = state
-        # Under `vmap` a member that has finished (`k = −1`) runs on, masked: its
-        # polynomial stays the first step's.
+        # Under `vmap` a member that has finished (`k = −1`) runs on, its updates
+        # discarded: it reads the first step's polynomial, not a row past the end.
         k = jnp.maximum(k, 0)
-        done = state[0] < 0
         if fsal:
             first = jax.lax.cond(jumped, lambda: rates(k, t, w), lambda: first)
         else:
@@ -140,12 +138,14 @@ def integrate_along_steps(
             xbar = jtu.tree_map(lambda a: a[jnp.maximum(slot, 0)], jumps.xbar)
             w = jtu.tree_map(lambda a, b: jnp.where(injects, a - b, a), w, xbar)
         slot = jnp.where(injects, slot - 1, slot)
-        k = jnp.where(crossed | done, k - 1, k)
+        k = jnp.where(crossed, k - 1, k)
         progress = jnp.clip((t_end - t) / span, 0, 1)
         meter_state = meter.step(meter_state, progress)
         return k, slot, t, w, q, first, dt, pid, injects, steps + keep, meter_state
 
     _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
+    # Without first same as last, every step evaluates its first stage: `(w, q)`
+    # only gives the carry its structure.
     first = rates(jnp.maximum(last, 0), t_end, w) if fsal else (w, q)
     state = (
         last,
