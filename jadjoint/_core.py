@@ -94,6 +94,7 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     jumps, direct = method.observations(
         system=system,
         forward=forward,
+        t0=t0,
         ts=ts,
         xbar=xbar,
         times=any(times_perturbed),

@@ -86,13 +86,36 @@ class StepJumps(eqx.Module):
         """`w(t0)`: integrated along the steps, every jump is applied already."""
         return w
 
-    def at_times(self, step_starts: Array) -> Jumps:
-        """The same jumps at the times `step_starts[steps]` (the forward step
-        starts; unused slots at `∞`), folded into `v = w + o(t)` for a diffrax
-        solve."""
-        used = jnp.arange(self.steps.shape[0]) < self.count
-        times = jnp.where(used, step_starts[self.steps], jnp.inf)
-        return Jumps.from_cotangents(times, self.xbar)
+
+class SavedCotangents(eqx.Module):
+    """The cotangents `xbar` of the states saved at `ts`, kept for injection through
+    the steps of each backward segment's forward re-solve (`_injection.py`), once
+    that segment is regenerated. A save time on a segment boundary belongs to the
+    segment on its left; one at `t0`, to the first segment."""
+
+    t0: Array
+    ts: Array
+    xbar: PyTree | None
+
+    def in_segment(self, t_left, t_right) -> tuple[Array, PyTree | None]:
+        """The save times clipped into `[t_left, t_right]` and the cotangents of
+        those that belong to that segment (zero for the others, whose clipped times
+        only keep the interpolant evaluations finite)."""
+        ts = jnp.clip(self.ts, t_left, t_right)
+        if self.xbar is None:
+            return ts, None
+        inside = (self.ts <= t_right) & (
+            (self.ts > t_left) | ((self.ts == t_left) & (t_left == self.t0))
+        )
+
+        def masked(a):
+            return jnp.where(inside.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0)
+
+        return ts, jtu.tree_map(masked, self.xbar)
+
+    def w_at_start(self, w: PyTree) -> PyTree:
+        """`w(t0)`: every segment has applied its jumps already."""
+        return w
 
 
 def below(t: jax.Array) -> jax.Array:

@@ -13,6 +13,7 @@ import dataclasses
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from ._backward import rates_along, solve_backwards
@@ -20,7 +21,7 @@ from ._core import adjoint_solve
 from ._differentiation_mode import reverse_mode_only
 from ._forward import Forward, integrate
 from ._injection import injected_observations, injects_through
-from ._jumps import Jumps, StepJumps
+from ._jumps import Jumps, SavedCotangents, StepJumps
 from ._segments import Segment, Storage
 from ._stepwise import integrate_along_steps
 
@@ -58,12 +59,12 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
 
     @abc.abstractmethod
     def observations(
-        self, *, system, forward: Forward, ts, xbar: PyTree | None, times, options
-    ) -> tuple[Jumps, PyTree | None]:
-        """How the cotangents `xbar` of the states saved at `ts` enter the backward
-        pass: the jumps of `w`, and a direct contribution to the gradient of
-        `system.params.diff` (`None` if none). `times`: whether `t0`, `t1` or `ts`
-        are differentiated."""
+        self, *, system, forward: Forward, t0, ts, xbar: PyTree | None, times, options
+    ) -> tuple[Jumps | StepJumps | SavedCotangents, PyTree | None]:
+        """How the cotangents `xbar` of the states saved at `ts` (in `[t0, T]`)
+        enter the backward pass: the jumps of `w`, and a direct contribution to the
+        gradient of `system.params.diff` (`None` if none). `times`: whether `t0`,
+        `t1` or `ts` are differentiated."""
 
     @abc.abstractmethod
     def integrate_segment(
@@ -143,10 +144,13 @@ class InterpolatingAdjoint(AbstractContinuousAdjoint):
             inner = storage.at_checkpoint_rows(forward.xs)
         return Segment.between(t0, t1, x0, forward.x_last, inner)
 
-    def observations(self, *, system, forward, ts, xbar, times, options):
-        if self.checkpoints is None and injects_through(options.solver, times):
+    def observations(self, *, system, forward, t0, ts, xbar, times, options):
+        if not injects_through(options.solver, times):
+            return Jumps.from_cotangents(ts, xbar), None
+        if self.checkpoints is None:
             return injected_observations(system, forward.dense, ts, xbar, options)
-        return Jumps.from_cotangents(ts, xbar), None
+        # Injected through each segment's re-solve, once it is regenerated.
+        return SavedCotangents(t0, ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
         dense = forward.dense
@@ -169,6 +173,15 @@ class InterpolatingAdjoint(AbstractContinuousAdjoint):
                 options=options,
                 dense=True,
             ).dense
+        if isinstance(jumps, SavedCotangents):
+            ts, xbar = jumps.in_segment(segment.t_left, segment.t_right)
+            step_jumps, direct = injected_observations(system, dense, ts, xbar, options)
+            v, q, steps = integrate_along_steps(
+                system, dense, step_jumps, w=v, q=q, dt0=dt0, options=options
+            )
+            if direct is not None:
+                q = jtu.tree_map(jnp.subtract, q, direct)
+            return v, q, steps
         (v, q), steps = solve_backwards(
             _interpolating_rates,
             (v, q),
@@ -198,7 +211,7 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
     def segments(self, storage, forward, *, t0, t1, x0, xs):
         return Segment.between(t0, t1, x0, forward.x_last, (storage.times, xs))
 
-    def observations(self, *, system, forward, ts, xbar, times, options):
+    def observations(self, *, system, forward, t0, ts, xbar, times, options):
         return Jumps.from_cotangents(ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):

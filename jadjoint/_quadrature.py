@@ -11,9 +11,10 @@ from jaxtyping import PyTree
 from ._backward import rates_along, solve_backwards
 from ._batches import over_batches
 from ._injection import injected_observations, injects_through
-from ._jumps import Jumps
+from ._jumps import Jumps, StepJumps
 from ._methods import AbstractContinuousAdjoint
 from ._segments import Segment, Storage
+from ._stepwise import integrate_along_steps
 
 
 def _v_rates(t, v, args):
@@ -78,15 +79,23 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
     def segments(self, storage, forward, *, t0, t1, x0, xs):
         return Segment.between(t0, t1, x0, forward.x_last)
 
-    def observations(self, *, system, forward, ts, xbar, times, options):
+    def observations(self, *, system, forward, t0, ts, xbar, times, options):
         if injects_through(options.solver, times):
-            jumps, direct = injected_observations(
-                system, forward.dense, ts, xbar, options
-            )
-            return jumps.at_times(forward.dense.ts), direct
+            return injected_observations(system, forward.dense, ts, xbar, options)
         return Jumps.from_cotangents(ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
+        if isinstance(jumps, StepJumps):
+            return integrate_along_steps(
+                system,
+                forward.dense,
+                jumps,
+                w=v,
+                q=q,
+                dt0=dt0,
+                options=options,
+                quadrature_nodes=self.nodes,
+            )
         v, steps, backward, unravel = solve_backwards(
             _v_rates,
             v,

@@ -47,11 +47,22 @@ def integrate_along_steps(
     q: PyTree,
     dt0,
     options: Options,
+    quadrature_nodes: int | None = None,
 ) -> tuple[PyTree, PyTree, Array]:
     """`(w(t0), q(t0))` from `(w, q)` at the end of the forward solve whose dense
     output is `dense` (an explicit Runge–Kutta solve of `options.solver`), and the
     number of accepted backward steps. A failed solve raises (`options.throw`) or
-    gives NaN."""
+    gives NaN.
+
+    `q` is accumulated with the tableau's weights from the stages' VJPs; with
+    `quadrature_nodes`, by Gauss–Legendre quadrature on each accepted step instead,
+    `w` at the nodes read from the step's own dense output (the stages then
+    differentiate with respect to `x` only).
+
+    The first backward step is tried at the length of the last forward step, which
+    it retraces (`dt0` only when the forward solve took no step): a mean step
+    length as the guess cost an extra backward step wherever the last forward step
+    was the longest, as it is when the solution settles."""
     tableau = options.solver.tableau
     fsal = tableau.fsal
     controller = options.controller()
@@ -61,11 +72,17 @@ def integrate_along_steps(
     t_start, t_end = dense.ts[0], dense.ts[last + 1]
     span = jnp.where(t_end > t_start, t_end - t_start, 1)
 
-    def rates(k, t, w):
+    def adjoint_rates(k, t, w):
         polynomial = dense_output.polynomial(dense, k)
         x = polynomial.evaluate(t)[0]
         _, wdot, qdot = system.rates(x, w, t, lambda: polynomial.derivative(t)[0])
         return wdot, qdot
+
+    def rates(k, t, w):
+        """`(ẇ, q̇)` for the stages; `q̇` is `None` (not computed) when `q` is
+        accumulated by quadrature."""
+        wdot, qdot = adjoint_rates(k, t, w)
+        return wdot, None if quadrature_nodes else qdot
 
     stages = len(tableau.c) + 1
     a = np.zeros((stages, stages))
@@ -80,6 +97,28 @@ def integrate_along_steps(
 
     def weighted(weights, ks):
         return jtu.tree_map(lambda K: jnp.tensordot(weights, K, axes=1), ks)
+
+    if quadrature_nodes:
+        abscissae, gauss_weights = np.polynomial.legendre.leggauss(quadrature_nodes)
+        fractions = jnp.asarray((abscissae + 1) / 2, t_end.dtype)
+        gauss_weights = jnp.asarray(gauss_weights / 2, dtype)
+
+    def quadrature(k, t, h, w, w_next, ks):
+        """`∫ q̇ dt` over the step from `t` by `h`, with `w` from the step's dense
+        output (the solver's interpolation of its stages)."""
+        increments = jtu.tree_map(lambda K: h * K, ks)
+        interpolation = options.solver.interpolation_cls(
+            t0=t, t1=t + h, y0=w, y1=w_next, k=increments
+        )
+
+        def qdot(fraction):
+            s = t + fraction * h
+            return adjoint_rates(k, s, interpolation.evaluate(s))[1]
+
+        values = jax.vmap(qdot)(fractions)
+        return jtu.tree_map(
+            lambda v: h * jnp.tensordot(gauss_weights, v, axes=1), values
+        )
 
     def attempt(k, t, w, first, h):
         """One Runge–Kutta step of `(w, q)` from `t` by `h < 0`: `w` there, its
@@ -105,6 +144,8 @@ def integrate_along_steps(
         )
         w_next = jtu.tree_map(lambda w, d: w + h * d, w, weighted(b, ks))
         error = jtu.tree_map(lambda d: h * d, weighted(b_error, ks))
+        if quadrature_nodes:
+            increment = quadrature(k, t, h, w, w_next, ks)
         last_stage = (jtu.tree_map(lambda K: K[-1], ks), q_last)
         return w_next, error, increment, last_stage
 
@@ -143,10 +184,14 @@ def integrate_along_steps(
         meter_state = meter.step(meter_state, progress)
         return k, slot, t, w, q, first, dt, pid, injects, steps + keep, meter_state
 
+    dt0 = jnp.where(last >= 0, t_end - dense.ts[jnp.maximum(last, 0)], dt0)
     _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
     # Without first same as last, every step evaluates its first stage: `(w, q)`
     # only gives the carry its structure.
-    first = rates(jnp.maximum(last, 0), t_end, w) if fsal else (w, q)
+    if fsal:
+        first = rates(jnp.maximum(last, 0), t_end, w)
+    else:
+        first = (w, None if quadrature_nodes else q)
     state = (
         last,
         jumps.count - 1,
