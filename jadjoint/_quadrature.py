@@ -57,16 +57,20 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
     """Integrates only `w` backwards under error control, with `x(t)` from the dense
     output of the forward solve; the parameter gradient `∫ (c̄ f_p + λᵀ h_p) dt` is
     accumulated by Gauss–Legendre quadrature on each accepted backward step, outside
-    the error-controlled state. The stepped state has the size of `x` whatever the
-    size of `p`: the method for large `p`.
+    the error-controlled state, and the stages differentiate with respect to `x`
+    only. With an explicit Runge–Kutta solver (and the times not differentiated) it
+    runs on the default method's loop along the forward steps (`_stepwise.py`), the
+    observations injected; there the default also steps only `w`, accumulating `q`
+    from the stages' own VJPs, and the two cost about the same. Otherwise it runs one
+    diffrax solve per segment and a quadrature over that solve's dense output.
 
     **Arguments:**
 
     - `nodes`: Gauss–Legendre points per step (default 3: exact to degree 5, the
         order of Tsit5).
 
-    Not differentiable a second time (its quadrature loop has a data-dependent trip
-    count): for reverse-over-reverse use [`jadjoint.InterpolatingAdjoint`][].
+    Reverse over reverse (a gradient of the gradient) works with explicit
+    Runge–Kutta solvers only; use [`jadjoint.InterpolatingAdjoint`][] otherwise.
 
     Reference: SciMLSensitivity's `GaussAdjoint` (the same quadrature on the
     backward steps)."""
