@@ -103,12 +103,13 @@ class InterpolatingAdjoint(AbstractContinuousAdjoint):
         O(save times + K) states plus `segment_steps` dense steps, independent of
         `max_steps`.
 
-    The gradient is as accurate as the interpolant (of the solver's order). With the
-    whole dense output and an explicit Runge–Kutta solver (and the times not
-    differentiated), the save-time cotangents are injected through the forward
-    steps' interpolants and the adjoint is integrated along the forward steps by a
-    loop of jadjoint's own (`_injection.py`, `_stepwise.py`); otherwise by one diffrax
-    solve per segment with a step end at every save time.
+    The gradient is as accurate as the interpolant (of the solver's order). With an
+    explicit Runge–Kutta solver (and the times not differentiated), the save-time
+    cotangents are injected through the forward steps' interpolants (with
+    `checkpoints`, through those of each segment's re-solve) and the adjoint is
+    integrated along the forward steps by a loop of jadjoint's own (`_injection.py`,
+    `_stepwise.py`); otherwise by one diffrax solve per segment with a step end at
+    every save time.
 
     Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
     equations", NeurIPS 2018 (the adjoint); SciMLSensitivity's `InterpolatingAdjoint`
