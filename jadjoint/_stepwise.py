@@ -155,6 +155,10 @@ def integrate_along_steps(
         # discarded: it reads the first step's polynomial, not a row past the end.
         k = jnp.maximum(k, 0)
         if fsal:
+            # After a jump the first stage is evaluated afresh (under `vmap` every
+            # iteration pays for it). Correcting the last stage by linearity instead
+            # (`ẇ_lin(x̄)` per slot before the loop, the `q̇` part by one batched VJP
+            # after it) was measured: the two extra passes cost what they saved.
             first = jax.lax.cond(jumped, lambda: rates(k, t, w), lambda: first)
         else:
             first = rates(k, t, w)
