@@ -27,7 +27,7 @@ from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
 from ._batches import over_batches
 from ._forward import step_dense_info
-from ._jumps import StepJumps
+from ._jumps import StepJumps, rows_where
 from ._options import Options
 
 # The step VJPs are taken this many at a time, padded: under `vmap` every member runs
@@ -122,14 +122,12 @@ def injected_observations(
     def batch(slots, real, carry):
         jumps, direct = carry
         slots_in = jnp.where(real, slots, 0)
-
-        def masked(a):
-            return jnp.where(real.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0)
-
-        cotangents = jtu.tree_map(lambda c: masked(c[slots_in]), per_slot)
+        cotangents = rows_where(real, jtu.tree_map(lambda c: c[slots_in], per_slot))
         x_bars, diff_bar = step_vjps(slot_step[slots_in], cotangents)
         jumps = jtu.tree_map(
-            lambda acc, v: acc.at[slots].set(masked(v), mode="drop"), jumps, x_bars
+            lambda acc, v: acc.at[slots].set(v, mode="drop"),
+            jumps,
+            rows_where(real, x_bars),
         )
         direct = jtu.tree_map(jnp.add, direct, diff_bar)
         return jumps, direct

@@ -107,15 +107,21 @@ class SavedCotangents(eqx.Module):
         inside = (self.ts <= t_right) & (
             (self.ts > t_left) | ((self.ts == t_left) & (t_left == self.t0))
         )
-
-        def masked(a):
-            return jnp.where(inside.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0)
-
-        return ts, jtu.tree_map(masked, self.xbar)
+        return ts, rows_where(inside, self.xbar)
 
     def w_at_start(self, w: PyTree) -> PyTree:
         """`w(t0)`: every segment has applied its jumps already."""
         return w
+
+
+def rows_where(keep: Array, tree: PyTree) -> PyTree:
+    """`tree` with the rows (leading index) of every leaf zeroed where `keep` is
+    false."""
+
+    def leaf(a):
+        return jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0)
+
+    return jtu.tree_map(leaf, tree)
 
 
 def below(t: jax.Array) -> jax.Array:

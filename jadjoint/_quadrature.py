@@ -5,7 +5,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 from jaxtyping import PyTree
 
 from ._backward import rates_along, solve_backwards
@@ -14,7 +13,7 @@ from ._injection import injected_observations, injects_through
 from ._jumps import Jumps, StepJumps
 from ._methods import AbstractContinuousAdjoint
 from ._segments import Segment, Storage
-from ._stepwise import integrate_along_steps
+from ._stepwise import gauss_legendre, integrate_along_steps
 
 
 def _v_rates(t, v, args):
@@ -30,7 +29,7 @@ def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) ->
     `2 nodes − 1`), with `w` from the backward dense output. No step straddles a jump
     of `w`, so `w` is smooth on each. The steps are taken `STEPS_PER_BATCH` at a
     time, all their nodes through one vmapped VJP."""
-    abscissae, weights = np.polynomial.legendre.leggauss(nodes)
+    fractions, weights = gauss_legendre(nodes)
     interpolation = backward.interpolation
     times = interpolation.ts * interpolation.direction
 
@@ -40,8 +39,8 @@ def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) ->
     def batch(k, real, total):
         k = jnp.where(real, k, 0)
         a, b = times[k][:, None], times[k + 1][:, None]
-        ts = (0.5 * (a + b) + 0.5 * (b - a) * abscissae).reshape(-1)
-        scale = 0.5 * jnp.abs(b - a) * jnp.asarray(weights, times.dtype)
+        ts = (a + (b - a) * fractions).reshape(-1)
+        scale = jnp.abs(b - a) * jnp.asarray(weights, times.dtype)
         scale = jnp.where(real[:, None], scale, 0).reshape(-1)
         values = jax.vmap(qdot)(ts)
         return jtu.tree_map(

@@ -38,6 +38,14 @@ from ._jumps import StepJumps
 from ._options import Options
 
 
+def gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `nodes`-point Gauss–Legendre rule on `[0, 1]` (exact for polynomials of
+    degree `2 nodes − 1`): node positions as fractions of the interval, and weights
+    summing to 1."""
+    abscissae, weights = np.polynomial.legendre.leggauss(nodes)
+    return (abscissae + 1) / 2, weights / 2
+
+
 def integrate_along_steps(
     system: AdjointSystem,
     dense: diffrax.DenseInterpolation,
@@ -99,9 +107,9 @@ def integrate_along_steps(
         return jtu.tree_map(lambda K: jnp.tensordot(weights, K, axes=1), ks)
 
     if quadrature_nodes:
-        abscissae, gauss_weights = np.polynomial.legendre.leggauss(quadrature_nodes)
-        fractions = jnp.asarray((abscissae + 1) / 2, t_end.dtype)
-        gauss_weights = jnp.asarray(gauss_weights / 2, dtype)
+        fractions, gauss_weights = gauss_legendre(quadrature_nodes)
+        fractions = jnp.asarray(fractions, t_end.dtype)
+        gauss_weights = jnp.asarray(gauss_weights, dtype)
 
     def quadrature(k, t, h, w, w_next, ks):
         """`∫ q̇ dt` over the step from `t` by `h`, with `w` from the step's dense
