@@ -169,15 +169,11 @@ QUADRATURE = jadjoint_method(
     "QuadratureAdjoint()", "Quadrature", ja.QuadratureAdjoint()
 )
 BACKSOLVE = jadjoint_method("BacksolveAdjoint()", "Backsolve", ja.BacksolveAdjoint())
+# Short segments: every segment but the last regenerated on the backward pass.
 CHECKPOINTED = jadjoint_method(
-    "InterpolatingAdjoint(checkpoints=8)",
-    "Interpolating(8)",
-    ja.InterpolatingAdjoint(checkpoints=8),
-)
-BOUNDED = jadjoint_method(
-    "InterpolatingAdjoint(checkpoints=200, segment_steps=1000)",
-    "Interpolating(200, 1000)",
-    ja.InterpolatingAdjoint(checkpoints=200, segment_steps=1000),
+    "InterpolatingAdjoint(segment_steps=16)",
+    "Interpolating(16)",
+    ja.InterpolatingAdjoint(segment_steps=16),
 )
 DISCRETISE = jadjoint_method(
     "DiscretiseThenOptimise()", "DtO", ja.DiscretiseThenOptimise()

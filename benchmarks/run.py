@@ -54,7 +54,6 @@ import jax.numpy as jnp  # noqa: E402
 import jax.tree_util as jtu  # noqa: E402
 from _problems import (  # noqa: E402
     BACKSOLVE,
-    BOUNDED,
     CHECKPOINTED,
     DIFFRAX_BACKSOLVE,
     DISCRETISE,
@@ -123,8 +122,7 @@ class Config:
         DIFFRAX_BACKSOLVE,
         INTERPOLATING,
         CHECKPOINTED,
-        BOUNDED,
-        QUADRATURE,
+            QUADRATURE,
         BACKSOLVE,
     )
 

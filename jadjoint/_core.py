@@ -20,6 +20,7 @@ from ._adjoint import AdjointSystem, Params, time_gradients
 from ._errors import check_finite_gradients
 from ._forward import integrate
 from ._inputs import parameter_arrays
+from ._restarts import integrate_in_segments
 from ._results import RESULTS
 from ._sweep import backward_sweep
 
@@ -40,18 +41,31 @@ def _adjoint_solve_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
     p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     storage = method.storage(t0, t1, ts)
-    forward = integrate(
-        problem,
-        p,
-        x0,
-        t0=t0,
-        t1=t1,
-        ts=storage.times,
-        dt0=dt0,
-        options=options,
-        dense=storage.dense,
-    )
-    return forward.outputs(options.throw, storage.at_save_rows(forward.xs)), forward
+    if storage.restart_every is not None:
+        forward = integrate_in_segments(
+            problem,
+            p,
+            x0,
+            t0=t0,
+            t1=t1,
+            ts=ts,
+            dt0=dt0,
+            options=options,
+            steps=storage.restart_every,
+        )
+    else:
+        forward = integrate(
+            problem,
+            p,
+            x0,
+            t0=t0,
+            t1=t1,
+            ts=ts,
+            dt0=dt0,
+            options=options,
+            dense=False,
+        )
+    return forward.outputs(options.throw), forward
 
 
 def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
@@ -78,7 +92,7 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     if problem.f is None:
         cbar = None
     storage = method.storage(t0, t1, ts)
-    xs = storage.at_save_rows(forward.xs)
+    xs = forward.xs
     xbar = _materialise(xbar, xs)
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
     solving = problem.h.prepare(x0, options.newton_tol, options.throw)

@@ -25,7 +25,8 @@ class Forward(eqx.Module):
     - `stats`: diffrax's step counts (`STATISTICS`);
     - `result`: diffrax's outcome, as a [`jadjoint.RESULTS`][];
     - `dense`: the dense interpolation (`diffrax.DenseInterpolation`), when asked
-        for; else `None`."""
+        for; else `None`. Solved in segments (`_restarts.py`), the last segment's;
+    - `restarts`: then the solver state at each segment's start; else `None`."""
 
     cost: Array
     xs: PyTree
@@ -34,6 +35,7 @@ class Forward(eqx.Module):
     stats: dict
     result: RESULTS
     dense: diffrax.DenseInterpolation | None
+    restarts: PyTree = None
 
     def outputs(self, throw: bool, xs: PyTree | None = None) -> tuple:
         """`(cost, xs, stats, result, (t_last, x_last))`, the states `xs` (default:
@@ -44,16 +46,16 @@ class Forward(eqx.Module):
         return cost, xs, self.stats, self.result, (self.t_last, self.x_last)
 
 
-def _augmented_rates(t, y, args):
+def augmented_rates(t, y, args):
     """`(ẋ, ċ)` with `ċ = f(x, p, t)`: the cost integral rides along with the state."""
     problem, p, solving = args
     x, _ = y
     cost_rate = 0.0 if problem.f is None else problem.f(x, p, t)
     xdot = problem.h.xdot(x, p, t, solving)
-    return xdot, jnp.asarray(cost_rate, _cost_dtype(x))
+    return xdot, jnp.asarray(cost_rate, cost_dtype(x))
 
 
-def _cost_dtype(x: PyTree):
+def cost_dtype(x: PyTree):
     return jnp.result_type(*jtu.tree_leaves(x))
 
 
@@ -74,10 +76,10 @@ def integrate(
     (and the dense interpolation when `dense`). Newton for an implicit `h` starts from
     `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
     differentiation mode allows; `_differentiation_mode.py`)."""
-    y0 = (x0, jnp.zeros((), _cost_dtype(x0)))
+    y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     solving = problem.h.prepare(x0, options.newton_tol, options.throw)
     solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(_augmented_rates),
+        diffrax.ODETerm(augmented_rates),
         options.solver,
         t0,
         t1,
@@ -128,7 +130,7 @@ def step_dense_info(
     h = t1 - t0
 
     def increment(t, y):
-        return jtu.tree_map(lambda rate: h * rate, _augmented_rates(t, y, args))
+        return jtu.tree_map(lambda rate: h * rate, augmented_rates(t, y, args))
 
     def combine(weights, ks):
         def leaf(y, *k):

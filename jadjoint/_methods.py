@@ -9,7 +9,6 @@ instead differentiates through diffrax's steps.
 """
 
 import abc
-import dataclasses
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -19,11 +18,15 @@ from jaxtyping import PyTree
 from ._backward import rates_along, solve_backwards
 from ._core import adjoint_solve
 from ._differentiation_mode import reverse_mode_only
-from ._forward import Forward, integrate
+from ._forward import Forward
 from ._injection import injected_observations, injects_through
-from ._jumps import Jumps, SavedCotangents, StepJumps
+from ._jumps import Jumps, SavedCotangents
+from ._restarts import segment_dense
 from ._segments import Segment, Storage
 from ._stepwise import integrate_along_steps
+
+# The default `InterpolatingAdjoint(segment_steps=...)`: see `benchmarks/`.
+SEGMENT_STEPS = 64
 
 
 class AbstractAdjointMethod(eqx.Module):
@@ -60,7 +63,7 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
     @abc.abstractmethod
     def observations(
         self, *, system, forward: Forward, t0, ts, xbar: PyTree | None, times, options
-    ) -> tuple[Jumps | StepJumps | SavedCotangents, PyTree | None]:
+    ) -> tuple[Jumps | SavedCotangents, PyTree | None]:
         """How the cotangents `xbar` of the states saved at `ts` (in `[t0, T]`)
         enter the backward pass: the jumps of `w`, and a direct contribution to the
         gradient of `system.params.diff` (`None` if none). `times`: whether `t0`,
@@ -86,103 +89,103 @@ def _backsolve_rates(t, y, args):
     return system.rates(x, jumps.w(v, t), t)
 
 
-class InterpolatingAdjoint(AbstractContinuousAdjoint):
+class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
+    """A method that reads `x(t)` from the forward solve's dense output, stored in
+    segments of at most `segment_steps` steps and regenerated one at a time
+    (`_restarts.py`), and injects the observations through each segment's steps
+    where it can (`_injection.py`)."""
+
+    segment_steps: eqx.AbstractVar[int]
+
+    def __check_init__(self):
+        if not isinstance(self.segment_steps, int) or self.segment_steps < 4:
+            # A segment restarts at its last accepted step, not at the controller's
+            # proposal (not part of diffrax's saved state): with one or two steps a
+            # segment, the step size could hardly grow.
+            raise ValueError(
+                f"`segment_steps` must be an integer of at least 4, got "
+                f"{self.segment_steps!r}."
+            )
+
+    def storage(self, t0, t1, ts):
+        return Storage(ts, self.segment_steps)
+
+    def segments(self, storage, forward, *, t0, t1, x0, xs):
+        return Segment.from_restarts(forward.restarts, forward.t_last, forward.x_last)
+
+    def observations(self, *, system, forward, t0, ts, xbar, times, options):
+        if not injects_through(options.solver, times):
+            return Jumps.from_cotangents(ts, xbar), None
+        # Injected through each segment's steps, once it is regenerated.
+        return SavedCotangents(t0, ts, xbar), None
+
+    def segment_dense(self, system, forward, segment, options):
+        """The dense output of the forward steps of `segment`."""
+        p, problem = system.params.combined()
+        args = (problem, p, system.solving)
+        return segment_dense(
+            args, forward, segment, options=options, steps=self.segment_steps
+        )
+
+
+def integrate_injected(
+    system, dense, jumps: SavedCotangents, segment, *, v, q, dt0, options, nodes=None
+):
+    """`(v, q)` integrated back over `segment` along the forward steps of `dense`,
+    the cotangents of the saves in it injected at their steps' starts, and the
+    number of accepted steps (`_stepwise.integrate_along_steps`; with `nodes`, `q`
+    by quadrature)."""
+    ts, xbar = jumps.in_segment(segment.t_left, segment.t_right)
+    step_jumps, direct = injected_observations(system, dense, ts, xbar, options)
+    v, q, steps = integrate_along_steps(
+        system,
+        dense,
+        step_jumps,
+        w=v,
+        q=q,
+        dt0=dt0,
+        options=options,
+        quadrature_nodes=nodes,
+    )
+    if direct is not None:
+        q = jtu.tree_map(jnp.subtract, q, direct)
+    return v, q, steps
+
+
+class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     """Integrates `(w, ∫ p̄)` backwards, with `x(t)` read from a dense interpolant of
     the forward solution. Stable on stiff and dissipative problems.
 
     **Arguments:**
 
-    - `checkpoints`: `None` (default) keeps the forward solve's whole dense output:
-        memory proportional to `max_steps`, no recomputation. An integer `K` stores
-        only `x` at `K − 1` evenly spaced times inside `(t0, T)` (besides the save
-        times, which are returned anyway); the backward pass re-solves each of the `K`
-        segments between them forwards, with dense output, before integrating back
-        over it: about one extra forward solve.
-    - `segment_steps`: with `checkpoints`, the most steps the re-solve of one segment
-        may take (default: `max_steps`). Its dense output is sized by it, so memory is
-        O(save times + K) states plus `segment_steps` dense steps, independent of
-        `max_steps`.
+    - `segment_steps`: the forward solve runs in segments of at most this many
+        steps (default 64) and stores the solver's state at the start of each; the
+        backward pass regenerates one segment's dense output at a time from it
+        (DESIGN.md §3b). Memory is `⌈max_steps / segment_steps⌉` stored states plus
+        `segment_steps` dense steps, whatever the steps taken; a solve of at most
+        `segment_steps` steps recomputes nothing, a longer one recomputes all but
+        its last segment once (at most one extra forward solve).
 
     The gradient is as accurate as the interpolant (of the solver's order). With an
     explicit Runge–Kutta solver (and the times not differentiated), the save-time
-    cotangents are injected through the forward steps' interpolants (with
-    `checkpoints`, through those of each segment's re-solve) and the adjoint is
-    integrated along the forward steps by a loop of jadjoint's own (`_injection.py`,
-    `_stepwise.py`); otherwise by one diffrax solve per segment with a step end at
-    every save time.
+    cotangents are injected through the forward steps' interpolants, one segment at
+    a time, and the adjoint is integrated along the forward steps by a loop of
+    jadjoint's own (`_injection.py`, `_stepwise.py`); otherwise by one diffrax solve
+    per segment with a step end at every save time.
 
     Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
-    equations", NeurIPS 2018 (the adjoint); SciMLSensitivity's `InterpolatingAdjoint`
-    (the name and the checkpointing)."""
+    equations", NeurIPS 2018 (the adjoint); Serban & Hindmarsh, "CVODES: the
+    sensitivity-enabled ODE solver in SUNDIALS", ACM TOMS 2005 (the checkpoints
+    every few steps)."""
 
-    checkpoints: int | None = eqx.field(static=True, default=None)
-    segment_steps: int | None = eqx.field(static=True, default=None)
-
-    def __check_init__(self):
-        if self.checkpoints is not None and self.checkpoints < 1:
-            raise ValueError(
-                f"`checkpoints` must be a positive integer or None, got "
-                f"{self.checkpoints}."
-            )
-        if self.segment_steps is not None and (
-            self.checkpoints is None or self.segment_steps < 1
-        ):
-            raise ValueError(
-                f"`segment_steps` must be a positive integer, and is only used with "
-                f"`checkpoints`; got segment_steps={self.segment_steps}, "
-                f"checkpoints={self.checkpoints}."
-            )
-
-    def storage(self, t0, t1, ts):
-        if self.checkpoints is None:
-            return Storage.at_save_times(ts, dense=True)
-        checkpoints = jnp.linspace(t0, t1, self.checkpoints + 1)[1:-1]
-        return Storage.with_checkpoints(ts, checkpoints)
-
-    def segments(self, storage, forward, *, t0, t1, x0, xs):
-        inner = None
-        if self.checkpoints is not None:
-            inner = storage.at_checkpoint_rows(forward.xs)
-        return Segment.between(t0, t1, x0, forward.x_last, inner)
-
-    def observations(self, *, system, forward, t0, ts, xbar, times, options):
-        if not injects_through(options.solver, times):
-            return Jumps.from_cotangents(ts, xbar), None
-        if self.checkpoints is None:
-            return injected_observations(system, forward.dense, ts, xbar, options)
-        # Injected through each segment's re-solve, once it is regenerated.
-        return SavedCotangents(t0, ts, xbar), None
+    segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
-        dense = forward.dense
-        if isinstance(jumps, StepJumps):
-            return integrate_along_steps(
-                system, dense, jumps, w=v, q=q, dt0=dt0, options=options
-            )
-        if self.checkpoints is not None:
-            p, problem = system.params.combined()
-            if self.segment_steps is not None:
-                options = dataclasses.replace(options, max_steps=self.segment_steps)
-            dense = integrate(
-                problem,
-                p,
-                segment.x_left,
-                t0=segment.t_left,
-                t1=segment.t_right,
-                ts=segment.t_right[None],
-                dt0=None,
-                options=options,
-                dense=True,
-            ).dense
+        dense = self.segment_dense(system, forward, segment, options)
         if isinstance(jumps, SavedCotangents):
-            ts, xbar = jumps.in_segment(segment.t_left, segment.t_right)
-            step_jumps, direct = injected_observations(system, dense, ts, xbar, options)
-            v, q, steps = integrate_along_steps(
-                system, dense, step_jumps, w=v, q=q, dt0=dt0, options=options
+            return integrate_injected(
+                system, dense, jumps, segment, v=v, q=q, dt0=dt0, options=options
             )
-            if direct is not None:
-                q = jtu.tree_map(jnp.subtract, q, direct)
-            return v, q, steps
         (v, q), steps = solve_backwards(
             _interpolating_rates,
             (v, q),
@@ -207,7 +210,7 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
     equations", NeurIPS 2018."""
 
     def storage(self, t0, t1, ts):
-        return Storage.at_save_times(ts, dense=False)
+        return Storage(ts)
 
     def segments(self, storage, forward, *, t0, t1, x0, xs):
         return Segment.between(t0, t1, x0, forward.x_last, (storage.times, xs))

@@ -9,11 +9,9 @@ from jaxtyping import PyTree
 
 from ._backward import rates_along, solve_backwards
 from ._batches import over_batches
-from ._injection import injected_observations, injects_through
-from ._jumps import Jumps, StepJumps
-from ._methods import AbstractContinuousAdjoint
-from ._segments import Segment, Storage
-from ._stepwise import gauss_legendre, integrate_along_steps
+from ._jumps import SavedCotangents
+from ._methods import SEGMENT_STEPS, AbstractSegmentedAdjoint, integrate_injected
+from ._stepwise import gauss_legendre
 
 
 def _v_rates(t, v, args):
@@ -52,7 +50,7 @@ def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) ->
     return over_batches(batch, zero, steps, times.shape[0] - 1, STEPS_PER_BATCH)
 
 
-class QuadratureAdjoint(AbstractContinuousAdjoint):
+class QuadratureAdjoint(AbstractSegmentedAdjoint):
     """Integrates only `w` backwards under error control, with `x(t)` from the dense
     output of the forward solve; the parameter gradient `∫ (c̄ f_p + λᵀ h_p) dt` is
     accumulated by Gauss–Legendre quadrature on each accepted backward step, outside
@@ -67,6 +65,8 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
 
     - `nodes`: Gauss–Legendre points per step (default 3: exact to degree 5, the
         order of Tsit5).
+    - `segment_steps`: the forward solve's steps per stored segment, as for
+        [`jadjoint.InterpolatingAdjoint`][].
 
     Reverse over reverse (a gradient of the gradient) works with explicit
     Runge–Kutta solvers only; use [`jadjoint.InterpolatingAdjoint`][] otherwise.
@@ -75,29 +75,21 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
     backward steps)."""
 
     nodes: int = eqx.field(static=True, default=3)
-
-    def storage(self, t0, t1, ts):
-        return Storage.at_save_times(ts, dense=True)
-
-    def segments(self, storage, forward, *, t0, t1, x0, xs):
-        return Segment.between(t0, t1, x0, forward.x_last)
-
-    def observations(self, *, system, forward, t0, ts, xbar, times, options):
-        if injects_through(options.solver, times):
-            return injected_observations(system, forward.dense, ts, xbar, options)
-        return Jumps.from_cotangents(ts, xbar), None
+    segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
-        if isinstance(jumps, StepJumps):
-            return integrate_along_steps(
+        dense = self.segment_dense(system, forward, segment, options)
+        if isinstance(jumps, SavedCotangents):
+            return integrate_injected(
                 system,
-                forward.dense,
+                dense,
                 jumps,
-                w=v,
+                segment,
+                v=v,
                 q=q,
                 dt0=dt0,
                 options=options,
-                quadrature_nodes=self.nodes,
+                nodes=self.nodes,
             )
         v, steps, backward, unravel = solve_backwards(
             _v_rates,
@@ -105,14 +97,14 @@ class QuadratureAdjoint(AbstractContinuousAdjoint):
             t_right=segment.t_right,
             t_left=segment.t_left,
             dt0=dt0,
-            args=(system, forward.dense, jumps),
+            args=(system, dense, jumps),
             options=options,
             jumps=jumps,
             carries_q=False,
             dense=True,
         )
         integral = _integral_over_steps(
-            system, forward.dense, jumps, backward, unravel, self.nodes
+            system, dense, jumps, backward, unravel, self.nodes
         )
         q = jtu.tree_map(jnp.subtract, q, integral)
         return v, q, steps

@@ -1,11 +1,11 @@
 """What the forward pass stores for an adjoint method, and the segments of the
 backward pass between stored states.
 
-A method's plan is a `Storage` (the times at which the forward pass keeps `x`: the save
-times, merged with any checkpoints of its own; and whether it keeps the dense
-interpolation) and the `Segment`s `[t_left, t_right]` that the backward pass
-integrates one after the other, from `T` back to `t0`, with the forward states at
-both ends.
+A method's plan is a `Storage` (the save times, and whether the forward pass keeps
+its dense interpolation, in segments of a number of steps regenerated one at a time
+by `_restarts.py`) and the `Segment`s `[t_left, t_right]` that the backward
+pass integrates one after the other, from `T` back to `t0`, with the forward states
+at both ends.
 """
 
 import equinox as eqx
@@ -15,49 +15,26 @@ from jaxtyping import Array, PyTree
 
 
 class Storage(eqx.Module):
-    """The times `times` at which the forward pass keeps `x` (increasing), and
-    whether it keeps its dense interpolation. With checkpoints, `save_rows` and
-    `checkpoint_rows` are the rows of the save times and of the checkpoints among
-    them; without, both are `None` and `times` are the save times."""
+    """The save times `times`, and what the forward pass keeps besides the states
+    there: with `restart_every = B`, a restartable state every `B` steps and the
+    last segment's dense interpolation (`_restarts.py`); with `None`, nothing."""
 
     times: Array
-    save_rows: Array | None
-    checkpoint_rows: Array | None
-    dense: bool = eqx.field(static=True)
-
-    @classmethod
-    def at_save_times(cls, ts: Array, *, dense: bool) -> "Storage":
-        return cls(ts, None, None, dense)
-
-    @classmethod
-    def with_checkpoints(cls, ts: Array, checkpoints: Array) -> "Storage":
-        """The save times merged with the `checkpoints`; no dense interpolation."""
-        merged = jnp.concatenate([ts, checkpoints])
-        order = jnp.argsort(merged, stable=True)
-        rank = jnp.argsort(order)
-        n = ts.shape[0]
-        return cls(merged[order], rank[:n], rank[n:], False)
-
-    def at_save_rows(self, stored: PyTree) -> PyTree:
-        """The states at the save times, from the stored ones."""
-        if self.save_rows is None:
-            return stored
-        return jtu.tree_map(lambda a: a[self.save_rows], stored)
-
-    def at_checkpoint_rows(self, stored: PyTree) -> tuple[Array, PyTree]:
-        """The checkpoint times and the states there, from the stored ones."""
-        rows = self.checkpoint_rows
-        return self.times[rows], jtu.tree_map(lambda a: a[rows], stored)
+    restart_every: int | None = eqx.field(static=True, default=None)
 
 
 class Segment(eqx.Module):
-    """A backward segment `[t_left, t_right]` and the forward states at its ends;
-    batched (a leading axis on every field) for the whole sweep."""
+    """Backward segments `[t_left, t_right]` and the forward states at their ends,
+    batched (a leading axis on every field): `count` of the rows are used. `restart`:
+    the forward solver's state at each `t_left` when the forward pass ran in
+    segments (`_restarts.Restarts`), else `None`."""
 
     t_left: Array
     t_right: Array
     x_left: PyTree
     x_right: PyTree
+    count: Array
+    restart: PyTree = None
 
     @classmethod
     def between(cls, t0, t1, x0: PyTree, x1: PyTree, inner=None) -> "Segment":
@@ -75,4 +52,35 @@ class Segment(eqx.Module):
         )
         left = jtu.tree_map(lambda a: a[:-1], states)
         right = jtu.tree_map(lambda a: a[1:], states)
-        return cls(times[:-1], times[1:], left, right)
+        count = jnp.asarray(times.shape[0] - 1)
+        return cls(times[:-1], times[1:], left, right, count)
+
+    @classmethod
+    def from_restarts(cls, restarts, t_last, x_last: PyTree) -> "Segment":
+        """The forward solve's own segments, from its `restarts` (`_restarts.py`)
+        to where it stopped, `(t_last, x_last)`."""
+        rows = restarts.t.shape[0]
+        following = jnp.arange(1, rows + 1) < restarts.count
+
+        def next_row(starts, last):
+            shifted = jnp.concatenate([starts[1:], starts[-1:]])
+            where = following.reshape((-1,) + (1,) * (starts.ndim - 1))
+            return jnp.where(where, shifted, last)
+
+        x_left = restarts.y[0]
+        return cls(
+            restarts.t,
+            next_row(restarts.t, t_last),
+            x_left,
+            jtu.tree_map(next_row, x_left, x_last),
+            restarts.count,
+            restarts,
+        )
+
+    def row(self, r) -> "Segment":
+        """Segment `r`, with its restart state (if any)."""
+        restart = None if self.restart is None else self.restart.row(r)
+        rows = jtu.tree_map(
+            lambda a: a[r], (self.t_left, self.t_right, self.x_left, self.x_right)
+        )
+        return Segment(*rows, self.count, restart)

@@ -1,12 +1,13 @@
 """The backward sweep: the adjoint method's segments integrated from `T` back to
-`t0`, one `lax.scan` step each, the step size carried from one to the next."""
+`t0`, one loop iteration each, the step size carried from one to the next."""
 
-import jax
+import equinox.internal as eqxi
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from ._adjoint import AdjointSystem
+from ._differentiation_mode import under_forward_mode
 from ._forward import Forward
 from ._jumps import Jumps
 from ._options import Options
@@ -32,12 +33,16 @@ def backward_sweep(
     options: Options,
 ) -> tuple[PyTree, PyTree]:
     """`(w(t0), q(t0))` from `w(T⁺) = 0`, `q(T) = 0`, integrating each of the
-    batched `segments` (`t0` to `T` in order) with `method.integrate_segment`."""
+    `segments.count` batched `segments` (`t0` to `T` in order), last first, with
+    `method.integrate_segment`. The loop's trip count is traced (the forward
+    solve's own segments); its kind follows the differentiation mode, as in
+    `_batches.over_batches`."""
     v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), segments.x_right)
     q = jtu.tree_map(jnp.zeros_like, system.params.diff)
 
-    def step(carry, segment):
-        v, q, dt = carry
+    def step(carry):
+        r, v, q, dt = carry
+        segment = segments.row(r)
         v, q, steps = method.integrate_segment(
             system=system,
             forward=forward,
@@ -49,7 +54,13 @@ def backward_sweep(
             options=options,
         )
         dt = _next_step_guess(dt, segment.t_right - segment.t_left, steps)
-        return (v, q, dt), None
+        return r - 1, v, q, dt
 
-    (v, q, _), _ = jax.lax.scan(step, (v, q, dt_guess), segments, reverse=True)
+    _, v, q, _ = eqxi.while_loop(
+        lambda carry: carry[0] >= 0,
+        step,
+        (segments.count - 1, v, q, dt_guess),
+        max_steps=segments.t_left.shape[0],
+        kind="lax" if under_forward_mode() else "checkpointed",
+    )
     return jumps.w_at_start(v), q

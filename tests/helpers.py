@@ -71,10 +71,10 @@ ADJOINTS = pytest.mark.parametrize(
     "adjoint",
     [
         ja.InterpolatingAdjoint(),
-        ja.InterpolatingAdjoint(checkpoints=4),
+        ja.InterpolatingAdjoint(segment_steps=8),
         ja.BacksolveAdjoint(),
     ],
-    ids=["interpolating", "checkpointed", "backsolve"],
+    ids=["interpolating", "segmented", "backsolve"],
 )
 
 # Every method, for the tests that every method must pass without re-running the
@@ -83,9 +83,9 @@ ALL_ADJOINTS = pytest.mark.parametrize(
     "adjoint",
     [
         ja.InterpolatingAdjoint(),
-        ja.InterpolatingAdjoint(checkpoints=4),
+        ja.InterpolatingAdjoint(segment_steps=8),
         ja.BacksolveAdjoint(),
         ja.QuadratureAdjoint(),
     ],
-    ids=["interpolating", "checkpointed", "backsolve", "quadrature"],
+    ids=["interpolating", "segmented", "backsolve", "quadrature"],
 )

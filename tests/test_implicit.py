@@ -190,7 +190,7 @@ def vdp_explicit_gradient():
 
 IMPLICIT_FORMS = ["h = ẋ − φ", "h = B (ẋ − φ)", "M = B"]
 FORMS_AND_METHODS = [(form, ja.InterpolatingAdjoint()) for form in IMPLICIT_FORMS] + [
-    ("h = B (ẋ − φ)", ja.InterpolatingAdjoint(checkpoints=4)),
+    ("h = B (ẋ − φ)", ja.InterpolatingAdjoint(segment_steps=4)),
     ("h = B (ẋ − φ)", ja.BacksolveAdjoint()),
     ("M = B", ja.BacksolveAdjoint()),
 ]

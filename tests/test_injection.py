@@ -62,10 +62,10 @@ def reference():
     "adjoint",
     [
         ja.InterpolatingAdjoint(),
-        ja.InterpolatingAdjoint(checkpoints=3),
+        ja.InterpolatingAdjoint(segment_steps=4),
         ja.QuadratureAdjoint(),
     ],
-    ids=["interpolating", "checkpointed", "quadrature"],
+    ids=["interpolating", "segmented", "quadrature"],
 )
 def test_injected_gradient_matches_the_discrete_reference(adjoint, reference):
     """At rtol 1e-8 the injected gradient is within 1e-6 of RCA's at 1e-12 (both
@@ -112,7 +112,7 @@ def test_batch_whose_members_take_different_steps_matches_each_alone():
 
 
 DECAY = ja.Problem.explicit(lambda x, k, t: -k * x)
-# Save times at t0, on the checkpoint at 0.5 (both `checkpoints` below) and at T.
+# Save times at t0 and T, where the first and the last segment start and end.
 DECAY_TS = jnp.array([0.0, 0.25, 0.5, 1.0])
 
 
@@ -126,17 +126,17 @@ def decay_loss(k, x0, adjoint):
 @pytest.mark.parametrize(
     "adjoint",
     [
-        ja.InterpolatingAdjoint(checkpoints=2),
-        ja.InterpolatingAdjoint(checkpoints=4),
-        ja.QuadratureAdjoint(),
+        ja.InterpolatingAdjoint(segment_steps=4),
+        ja.InterpolatingAdjoint(segment_steps=5),
+        ja.QuadratureAdjoint(segment_steps=4),
     ],
-    ids=["checkpoints-2", "checkpoints-4", "quadrature"],
+    ids=["segment-steps-4", "segment-steps-5", "quadrature"],
 )
 def test_save_times_on_segment_boundaries_are_injected_once(adjoint):
-    """Saves at `t0`, on a checkpoint and at `T` each enter the gradient once
-    (a save on a boundary belongs to one segment only). Closed form: `x(t) = x0
-    e^{−k t}`, `L = Σ x(tᵢ)²`, so `∂L/∂k = −2 Σ tᵢ x(tᵢ)²` and `∂L/∂x0 = 2 Σ x(tᵢ)²
-    / x0`; solves at 1e-10, agreement to 1e-7."""
+    """Saves at `t0` and `T`, and inside segments of four or five steps, each enter
+    the gradient once (a save on a boundary belongs to one segment only). Closed
+    form: `x(t) = x0 e^{−k t}`, `L = Σ x(tᵢ)²`, so `∂L/∂k = −2 Σ tᵢ x(tᵢ)²` and
+    `∂L/∂x0 = 2 Σ x(tᵢ)² / x0`; solves at 1e-10, agreement to 1e-7."""
     k, x0 = jnp.array(0.7), jnp.array([1.5])
     xs = x0 * jnp.exp(-k * DECAY_TS)
     expected = (-2 * jnp.sum(DECAY_TS * xs**2), 2 * jnp.sum(xs**2) / x0)

@@ -1,6 +1,6 @@
-"""The adjoint methods' own contracts: checkpointing stores O(save times + K) states;
-checkpointed and quadrature methods agree with the dense method to solver
-tolerance."""
+"""The adjoint methods' own contracts: the forward solve stored in segments keeps
+buffers sized by the segment, not by `max_steps`; regenerated segments and
+quadrature agree with the solve kept whole to solver tolerance."""
 
 import re
 
@@ -11,6 +11,7 @@ import pytest
 from helpers import ALL_ADJOINTS, max_relative_error, reference_solve
 
 import jadjoint as ja
+from jadjoint._restarts import REGENERATION_SLACK
 
 MAX_STEPS = 1000
 
@@ -48,20 +49,22 @@ grad = jax.jit(jax.grad(loss), static_argnums=1)
 @pytest.mark.parametrize(
     "adjoint",
     [
-        ja.InterpolatingAdjoint(checkpoints=1),
-        ja.InterpolatingAdjoint(checkpoints=3),
-        ja.InterpolatingAdjoint(checkpoints=40),
-        ja.QuadratureAdjoint(),
+        ja.InterpolatingAdjoint(segment_steps=4),
+        ja.InterpolatingAdjoint(segment_steps=7),
+        ja.InterpolatingAdjoint(),
+        ja.QuadratureAdjoint(segment_steps=7),
         ja.QuadratureAdjoint(nodes=5),
         ja.DiscretiseThenOptimise(),
     ],
-    ids=["k1", "k3", "k40", "quadrature", "quadrature-5", "discretise"],
+    ids=["b4", "b7", "default", "quadrature-b7", "quadrature-5", "discretise"],
 )
-def test_methods_agree_with_dense_interpolation(adjoint):
-    """Re-solved intervals or quadrature change the steps, not the gradient beyond the
-    solver tolerance (solves at 1e-9; agreement to 1e-7)."""
-    dense = grad(P, ja.InterpolatingAdjoint())
-    assert max_relative_error(grad(P, adjoint), dense) < 1e-7
+def test_methods_agree_with_the_solve_kept_whole(adjoint):
+    """Segments regenerated on the backward pass (or quadrature) change the
+    adjoint's steps and the forward's at the segment starts, not the gradient beyond
+    the solver tolerance (solves at 1e-9; agreement to 1e-7). The reference keeps
+    the whole forward solve as one segment."""
+    whole = grad(P, ja.InterpolatingAdjoint(segment_steps=MAX_STEPS))
+    assert max_relative_error(grad(P, adjoint), whole) < 1e-7
 
 
 def test_discretise_then_optimise_is_diffrax_rca_of_the_same_solve():
@@ -86,20 +89,22 @@ def saved_residual_shapes(adjoint, capsys):
     return [tuple(int(d) for d in shape.split(",") if d) for shape in shapes]
 
 
-def test_checkpointed_residuals_are_o_of_k(capsys):
-    """Dense: arrays sized by max_steps. Checkpointed: (save times + K − 1) stored
-    rows (the K − 1 checkpoints inside (t0, T)) and the final state."""
-    dense = saved_residual_shapes(ja.InterpolatingAdjoint(), capsys)
-    assert any(MAX_STEPS in shape for shape in dense)
-    for k in (4, 12):
-        shapes = saved_residual_shapes(ja.InterpolatingAdjoint(checkpoints=k), capsys)
-        assert all(max(shape, default=0) < MAX_STEPS for shape in shapes)
-        assert (len(TS) + k - 1, 2) in shapes
+@pytest.mark.parametrize("steps", [16, 100])
+def test_residuals_are_sized_by_the_segment(steps, capsys):
+    """What the forward pass keeps for the backward one: ⌈max_steps / B⌉ restart
+    rows and B (+ slack) dense rows, nothing with `max_steps` rows."""
+    shapes = saved_residual_shapes(ja.InterpolatingAdjoint(segment_steps=steps), capsys)
+    assert all(MAX_STEPS not in shape for shape in shapes)
+    assert (-(-MAX_STEPS // steps), 2) in shapes
+    assert any(shape[:1] == (steps + REGENERATION_SLACK,) for shape in shapes)
 
 
-def test_checkpoints_must_be_positive():
-    with pytest.raises(ValueError, match="`checkpoints` must be a positive integer"):
-        ja.InterpolatingAdjoint(checkpoints=0)
+@pytest.mark.parametrize("steps", [0, 3, 4.5])
+def test_segment_steps_must_be_a_positive_integer(steps):
+    with pytest.raises(
+        ValueError, match="`segment_steps` must be an integer of at least 4"
+    ):
+        ja.InterpolatingAdjoint(segment_steps=steps)
 
 
 DECAY_RATES = jnp.array([0.5, 2.0])
@@ -142,18 +147,12 @@ def compiled_gradient_memory(adjoint, max_steps):
     return compiled.memory_analysis().temp_size_in_bytes
 
 
-def test_segment_steps_bound_memory_independently_of_max_steps():
-    """With `segment_steps`, raising `max_steps` 100× leaves the gradient's buffers
-    unchanged (≤ 1.5×); the dense method's grow with it (the test can fail)."""
-    bounded = ja.InterpolatingAdjoint(checkpoints=8, segment_steps=200)
-    small, large = (compiled_gradient_memory(bounded, n) for n in (1000, 100_000))
-    assert large <= 1.5 * small
-    dense = [
-        compiled_gradient_memory(ja.InterpolatingAdjoint(), n) for n in (1000, 100_000)
-    ]
-    assert dense[1] > 10 * dense[0]
-
-
-def test_segment_steps_need_checkpoints():
-    with pytest.raises(ValueError, match="`segment_steps` must be a positive integer"):
-        ja.InterpolatingAdjoint(segment_steps=100)
+def test_memory_does_not_grow_with_max_steps():
+    """Raising `max_steps` 100× (1000 to 100 000) adds only restart rows to the
+    gradient's buffers (1547 more rows of `t`, `x`, `∫ f`, `dt` and three controller
+    numbers): 2.5× here, on a two-state problem where the 64-step dense buffer is
+    small; < 3× asserted. diffrax's dense output, which the method once kept whole,
+    grew 10× (the test can fail)."""
+    segmented = ja.InterpolatingAdjoint(segment_steps=64)
+    small, large = (compiled_gradient_memory(segmented, n) for n in (1000, 100_000))
+    assert large < 3 * small

@@ -46,7 +46,7 @@ def closed_form_hessian():
     "adjoint",
     [
         ja.InterpolatingAdjoint(),
-        ja.InterpolatingAdjoint(checkpoints=3),
+        ja.InterpolatingAdjoint(segment_steps=4),
         ja.QuadratureAdjoint(),
         ja.BacksolveAdjoint(),
     ],

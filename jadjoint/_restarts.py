@@ -1,0 +1,278 @@
+"""Two-level storage (DESIGN.md §3b): the forward solve in segments of at most `B`
+steps with a restartable solver state stored at the start of each, and one segment's
+dense output regenerated at a time on the backward pass.
+
+diffrax's dense output is a buffer of `max_steps` rows whatever the steps taken, and
+under `jax.vmap` each step of the loop selects over all of it for every member. Here
+the forward pass runs `diffeqsolve` once per segment, `max_steps = B`, restarting
+each from where the last stopped (its time, state, step size and diffrax's
+`controller_state`): memory is `⌈max_steps / B⌉` restart rows (a state and five
+numbers each) plus one segment's `B` dense rows, whatever `max_steps` is. A solve of
+at most `B` steps keeps its dense output and recomputes nothing; a longer one
+recomputes every segment but the last once, on the backward pass (CVODES's and
+diffsol's scheme).
+
+A segment restarts with its first step at the length of the last accepted one: the
+step-size proposal is not part of diffrax's saved state. The restart state being
+stored, the backward pass retakes the very same steps.
+"""
+
+from dataclasses import fields
+
+import diffrax
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
+
+from . import _dense_output as dense_output
+from ._differentiation_mode import inner_adjoint, under_forward_mode
+from ._errors import raise_if_failed
+from ._forward import STATISTICS, Forward, augmented_rates, cost_dtype
+from ._options import Options
+from ._results import RESULTS
+
+# A regenerated segment may take this many more steps than the forward one did:
+# the same steps, but compiled in another place, rounding may differ in the last bit.
+REGENERATION_SLACK = 4
+
+
+class Restarts(eqx.Module):
+    """The solver's state at the start of each forward segment (a leading axis of
+    rows; `count` are used): the time `t`, the state `y = (x, ∫ f dt)`, the first
+    step's length `dt` and diffrax's `controller_state`, so that `diffeqsolve`
+    retakes the segment's steps. The solver's own state is not kept: a segment
+    evaluates its first stage afresh (one evaluation of the vector field, where a
+    first-same-as-last solver would have reused the last stage of the segment
+    before; a stored one would double the row)."""
+
+    t: Array
+    y: PyTree
+    dt: Array
+    controller_state: PyTree
+    count: Array
+
+    def _rows(self) -> dict:
+        names = [f.name for f in fields(self) if f.name != "count"]
+        return {name: getattr(self, name) for name in names}
+
+    def row(self, r) -> "Restarts":
+        """Row `r` (`count` unchanged)."""
+        return Restarts(**jtu.tree_map(lambda a: a[r], self._rows()), count=self.count)
+
+    def with_row(self, r, row: "Restarts") -> "Restarts":
+        """Row `r` set to `row` (`count` unchanged)."""
+        rows = jtu.tree_map(lambda a, v: a.at[r].set(v), self._rows(), row._rows())
+        return Restarts(**rows, count=self.count)
+
+
+def _solve_from(args, restart: Restarts, *, t1, saveat, steps, options):
+    """One `diffeqsolve` of `augmented_rates` (its `args`) from `restart` towards
+    `t1`, at most `steps` steps."""
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(augmented_rates),
+        options.solver,
+        restart.t,
+        t1,
+        restart.dt,
+        restart.y,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=options.controller(),
+        max_steps=steps,
+        adjoint=inner_adjoint(),
+        throw=False,
+        controller_state=restart.controller_state,
+    )
+
+
+def _initial(args, x0, *, t0, t1, dt0, options) -> Restarts:
+    """The restart state at `t0`, as `diffeqsolve` builds it itself: the step-size
+    controller's first step (its estimate when `dt0` is `None`) and state
+    (`stepsize_controller.init`, public)."""
+    y0 = (x0, jnp.zeros((), cost_dtype(x0)))
+    terms = diffrax.ODETerm(augmented_rates)
+    solver = options.solver
+    t_next, controller_state = options.controller().init(
+        terms, t0, t1, y0, dt0, args, solver.func, solver.error_order(terms)
+    )
+    t_next = jnp.minimum(t_next, t1)
+    return Restarts(
+        t=t0,
+        y=y0,
+        dt=t_next - t0,
+        controller_state=controller_state,
+        count=jnp.zeros((), jnp.int32),
+    )
+
+
+def _blank(shape: jax.ShapeDtypeStruct, rows: int | None = None) -> Array:
+    """An unused buffer: `inf` (as diffrax fills them), zero if integer; with
+    `rows`, that many rows."""
+    if rows is not None:
+        shape = jax.ShapeDtypeStruct((rows,) + shape.shape[1:], shape.dtype)
+    if jnp.issubdtype(shape.dtype, jnp.inexact):
+        return jnp.full(shape.shape, jnp.inf, shape.dtype)
+    return jnp.zeros(shape.shape, shape.dtype)
+
+
+def _pad(dense: diffrax.DenseInterpolation, rows: int) -> diffrax.DenseInterpolation:
+    """`dense` with unused rows up to `rows` steps."""
+
+    def pad(a, size):
+        filler = _blank(jax.ShapeDtypeStruct(a.shape, a.dtype), size - a.shape[0])
+        return jnp.concatenate([a, filler])
+
+    return eqx.tree_at(
+        lambda d: (d.ts, d.infos),
+        dense,
+        (pad(dense.ts, rows + 1), jtu.tree_map(lambda a: pad(a, rows), dense.infos)),
+    )
+
+
+def _rows_where(keep: Array, new: PyTree, old: PyTree) -> PyTree:
+    def leaf(a, b):
+        return jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    return jtu.tree_map(leaf, new, old)
+
+
+def integrate_in_segments(
+    problem, p: PyTree, x0: PyTree, *, t0, t1, ts, dt0, options: Options, steps: int
+) -> Forward:
+    """The forward solve of `_forward.integrate`, in segments of at most `steps`
+    steps: its `restarts` hold the state at each segment's start, its `dense` the
+    last segment's dense output (padded to `steps + REGENERATION_SLACK` rows). The
+    solve may take `max_steps` steps in all."""
+    rows = -(-options.max_steps // steps)
+    args = (problem, p, problem.h.prepare(x0, options.newton_tol, options.throw))
+    first = _initial(args, x0, t0=t0, t1=t1, dt0=dt0, options=options)
+    first = jtu.tree_map(jnp.asarray, first)
+
+    def like_first(restart: Restarts) -> Restarts:
+        """`restart` with the dtypes of `first`, as the loop's carry must keep."""
+        return jtu.tree_map(lambda a, b: jnp.asarray(a, b.dtype), restart, first)
+
+    def segment(restart: Restarts):
+        saveat = diffrax.SaveAt(
+            # diffrax wants the save times inside the solve; those before its start
+            # were saved by an earlier segment, and are ignored.
+            ts=jnp.clip(ts, restart.t, t1),
+            t1=True,
+            dense=True,
+            controller_state=True,
+        )
+        return _solve_from(
+            args, restart, t1=t1, saveat=saveat, steps=steps, options=options
+        )
+
+    shapes = eqx.filter_eval_shape(segment, first)
+    meter = options.progress_meter
+    state = dict(
+        restart=first,
+        restarts=jtu.tree_map(lambda a: jnp.zeros((rows,) + a.shape, a.dtype), first),
+        xs=jtu.tree_map(lambda s: _blank(s, s.shape[0] - 1), shapes.ys[0]),
+        dense=jtu.tree_map(_blank, shapes.interpolation),
+        stats={key: jnp.zeros_like(shapes.stats[key]) for key in STATISTICS},
+        result=diffrax.RESULTS.successful,
+        going=jnp.asarray(True),
+        meter=meter.init(),
+    )
+
+    def body(state):
+        restart = state["restart"]
+        r = restart.count
+        solution = segment(restart)
+        states = solution.ys[0]
+        dense = solution.interpolation
+        accepted = dense.ts_size - 1
+        # Where the segment stopped: diffrax saves `t1` only when it gets there, so
+        # elsewhere from the dense output's last step.
+        t_end = dense.ts[accepted]
+        y_end = dense_output.evaluate(dense, t_end)
+        # A save time on a segment boundary was saved by the segment on its left.
+        own = (ts <= t_end) & ((ts > restart.t) | (r == 0))
+        stats = {key: state["stats"][key] + solution.stats[key] for key in STATISTICS}
+        last_dt = dense.ts[accepted] - dense.ts[jnp.maximum(accepted - 1, 0)]
+        short = (solution.result == diffrax.RESULTS.max_steps_reached) & (t_end < t1)
+        result = diffrax.RESULTS.where(
+            short, diffrax.RESULTS.max_steps_reached, solution.result
+        )
+        progress = (t_end - t0) / jnp.where(t1 > t0, t1 - t0, 1)
+        return dict(
+            restart=like_first(
+                Restarts(
+                    t=t_end,
+                    y=y_end,
+                    # The first step of the next segment: the last accepted one;
+                    # after a segment that accepted none, a quarter of its first
+                    # (diffrax's proposal after a rejection is not saved).
+                    dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
+                    controller_state=solution.controller_state,
+                    count=r + 1,
+                )
+            ),
+            restarts=state["restarts"].with_row(r, restart),
+            xs=_rows_where(own, jtu.tree_map(lambda a: a[:-1], states), state["xs"]),
+            dense=dense,
+            stats=stats,
+            result=result,
+            going=short & (stats["num_steps"] < options.max_steps),
+            meter=meter.step(state["meter"], jnp.clip(progress, 0, 1)),
+        )
+
+    state = eqxi.while_loop(
+        lambda state: state["going"],
+        body,
+        state,
+        max_steps=rows,
+        kind="lax" if under_forward_mode() else "checkpointed",
+    )
+    meter.close(state["meter"])
+    end = state["restart"]
+    (x_last, cost), xs, result = end.y, state["xs"], state["result"]
+    if options.throw:
+        x_last, cost, xs = raise_if_failed(result, (x_last, cost, xs))
+    return Forward(
+        cost=cost,
+        xs=xs,
+        t_last=end.t,
+        x_last=x_last,
+        stats=state["stats"],
+        result=RESULTS.promote(result),
+        dense=_pad(state["dense"], steps + REGENERATION_SLACK),
+        restarts=eqx.tree_at(lambda r: r.count, state["restarts"], end.count),
+    )
+
+
+def segment_dense(
+    args, forward: Forward, segment, *, options: Options, steps: int
+) -> diffrax.DenseInterpolation:
+    """The dense output of the forward solve's `segment` (a row of
+    `_segments.Segment.from_restarts`; the solve of `augmented_rates` with `args`,
+    in segments of `steps` steps): the one the forward pass kept for the last
+    segment, regenerated from its restart state for the others. A regeneration that
+    fails raises (`options.throw`) or gives NaN."""
+    restart = segment.restart
+    # Only the last segment ends where the solve stopped.
+    kept = segment.t_right == forward.t_last
+    solution = _solve_from(
+        args,
+        restart,
+        # To the next segment's start, where the forward segment stopped; the kept
+        # one is not re-solved (zero length: no step, under `vmap` too).
+        t1=jnp.where(kept, restart.t, segment.t_right),
+        saveat=diffrax.SaveAt(t1=True, dense=True),
+        steps=steps + REGENERATION_SLACK,
+        options=options,
+    )
+    dense = jtu.tree_map(
+        lambda a, b: jnp.where(kept, a, b), forward.dense, solution.interpolation
+    )
+    if options.throw:
+        return raise_if_failed(solution.result, dense)
+    failed = solution.result != diffrax.RESULTS.successful
+    infos = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), dense.infos)
+    return eqx.tree_at(lambda d: d.infos, dense, infos)
