@@ -25,8 +25,13 @@ from ._restarts import segment_dense
 from ._segments import Segment, Storage
 from ._stepwise import integrate_along_steps
 
-# The default `InterpolatingAdjoint(segment_steps=...)`: see `benchmarks/`.
-SEGMENT_STEPS = 64
+# The default `segment_steps`. Interleaved against diffrax RCA (Lotka–Volterra, about
+# 70 attempted steps, `vmap` over 256 members, 1 thread): 64 steps 0.58×, 128 1.01×,
+# 256 0.58× RCA's gradients per second. Too short, and the solve spans two segments
+# (one regenerated); too long, and under `vmap` every step selects over a dense
+# buffer that no longer fits in cache. Compiled memory from `max_steps` 4096 to
+# 65536 (the oscillator of `benchmarks/run.py`): 1.86×, 1.26×, 1.07×.
+SEGMENT_STEPS = 128
 
 
 class AbstractAdjointMethod(eqx.Module):
@@ -159,7 +164,7 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     **Arguments:**
 
     - `segment_steps`: the forward solve runs in segments of at most this many
-        steps (default 64) and stores the solver's state at the start of each; the
+        steps (default 128) and stores the solver's state at the start of each; the
         backward pass regenerates one segment's dense output at a time from it
         (DESIGN.md §3b). Memory is `⌈max_steps / segment_steps⌉` stored states plus
         `segment_steps` dense steps, whatever the steps taken; a solve of at most

@@ -258,21 +258,27 @@ def segment_dense(
     restart = segment.restart
     # Only the last segment ends where the solve stopped.
     kept = segment.t_right == forward.t_last
-    solution = _solve_from(
-        args,
-        restart,
-        # To the next segment's start, where the forward segment stopped; the kept
-        # one is not re-solved (zero length: no step, under `vmap` too).
-        t1=jnp.where(kept, restart.t, segment.t_right),
-        saveat=diffrax.SaveAt(t1=True, dense=True),
-        steps=steps + REGENERATION_SLACK,
-        options=options,
-    )
-    dense = jtu.tree_map(
-        lambda a, b: jnp.where(kept, a, b), forward.dense, solution.interpolation
-    )
+
+    def regenerated():
+        solution = _solve_from(
+            args,
+            restart,
+            # To the next segment's start, where the forward segment stopped. Under
+            # `vmap` both branches run: there the kept segment is re-solved over zero
+            # length (no step).
+            t1=jnp.where(kept, restart.t, segment.t_right),
+            saveat=diffrax.SaveAt(t1=True, dense=True),
+            steps=steps + REGENERATION_SLACK,
+            options=options,
+        )
+        return solution.interpolation, solution.result
+
+    def kept_dense():
+        return forward.dense, diffrax.RESULTS.successful
+
+    dense, result = jax.lax.cond(kept, kept_dense, regenerated)
     if options.throw:
-        return raise_if_failed(solution.result, dense)
-    failed = solution.result != diffrax.RESULTS.successful
+        return raise_if_failed(result, dense)
+    failed = result != diffrax.RESULTS.successful
     infos = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), dense.infos)
     return eqx.tree_at(lambda d: d.infos, dense, infos)
