@@ -5,12 +5,11 @@ dense output regenerated at a time on the backward pass.
 diffrax's dense output is a buffer of `max_steps` rows whatever the steps taken, and
 under `jax.vmap` each step of the loop selects over all of it for every member. Here
 the forward pass runs `diffeqsolve` once per segment, `max_steps = B`, restarting
-each from where the last stopped (its time, state, step size and diffrax's
-`controller_state`): memory is `⌈max_steps / B⌉` restart rows (a state and five
-numbers each) plus one segment's `B` dense rows, whatever `max_steps` is. A solve of
-at most `B` steps keeps its dense output and recomputes nothing; a longer one
-recomputes every segment but the last once, on the backward pass (CVODES's and
-diffsol's scheme).
+each from where the last stopped (its time, state and step size): memory is
+`⌈max_steps / B⌉` restart rows (a state and two numbers each) plus one segment's `B`
+dense rows, whatever `max_steps` is. A solve of at most `B` steps keeps its dense
+output and recomputes nothing; a longer one recomputes every segment but the last
+once, on the backward pass (CVODES's and diffsol's scheme).
 
 A segment restarts with its first step at the length of the last accepted one: the
 step-size proposal is not part of diffrax's saved state. The restart state being
@@ -41,17 +40,19 @@ REGENERATION_SLACK = 4
 
 class Restarts(eqx.Module):
     """The solver's state at the start of each forward segment (a leading axis of
-    rows; `count` are used): the time `t`, the state `y = (x, ∫ f dt)`, the first
-    step's length `dt` and diffrax's `controller_state`, so that `diffeqsolve`
-    retakes the segment's steps. The solver's own state is not kept: a segment
-    evaluates its first stage afresh (one evaluation of the vector field, where a
-    first-same-as-last solver would have reused the last stage of the segment
-    before; a stored one would double the row)."""
+    rows; `count` are used): the time `t`, the state `y = (x, ∫ f dt)` and the
+    first step's length `dt`, so that `diffeqsolve` retakes the segment's steps.
+
+    Nothing else is kept. The solver's state: a segment evaluates its first stage
+    afresh (one evaluation of the vector field, where a first-same-as-last solver
+    would have reused the last stage of the segment before; a stored one would
+    double the row). The step-size controller's: the `PIDController` of
+    `Options.controller` is an integral controller (diffrax's default
+    coefficients), whose proposal depends on the current error only."""
 
     t: Array
     y: PyTree
     dt: Array
-    controller_state: PyTree
     count: Array
 
     def _rows(self) -> dict:
@@ -84,18 +85,17 @@ def _solve_from(args, restart: Restarts, *, t1, saveat, steps, options):
         max_steps=steps,
         adjoint=inner_adjoint(),
         throw=False,
-        controller_state=restart.controller_state,
     )
 
 
 def _initial(args, x0, *, t0, t1, dt0, options) -> Restarts:
-    """The restart state at `t0`, as `diffeqsolve` builds it itself: the step-size
-    controller's first step (its estimate when `dt0` is `None`) and state
+    """The restart state at `t0`, with the step-size controller's first step (its
+    estimate when `dt0` is `None`), as `diffeqsolve` gets it itself
     (`stepsize_controller.init`, public)."""
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     terms = diffrax.ODETerm(augmented_rates)
     solver = options.solver
-    t_next, controller_state = options.controller().init(
+    t_next, _ = options.controller().init(
         terms, t0, t1, y0, dt0, args, solver.func, solver.error_order(terms)
     )
     t_next = jnp.minimum(t_next, t1)
@@ -103,7 +103,6 @@ def _initial(args, x0, *, t0, t1, dt0, options) -> Restarts:
         t=t0,
         y=y0,
         dt=t_next - t0,
-        controller_state=controller_state,
         count=jnp.zeros((), jnp.int32),
     )
 
@@ -162,7 +161,6 @@ def integrate_in_segments(
             ts=jnp.clip(ts, restart.t, t1),
             t1=True,
             dense=True,
-            controller_state=True,
         )
         return _solve_from(
             args, restart, t1=t1, saveat=saveat, steps=steps, options=options
@@ -210,7 +208,6 @@ def integrate_in_segments(
                     # after a segment that accepted none, a quarter of its first
                     # (diffrax's proposal after a rejection is not saved).
                     dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
-                    controller_state=solution.controller_state,
                     count=r + 1,
                 )
             ),

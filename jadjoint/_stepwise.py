@@ -75,10 +75,8 @@ def integrate_along_steps(
     fsal = tableau.fsal
     controller = options.controller()
     error_order = options.solver.error_order(diffrax.ODETerm(lambda t, y, a: y))
-    meter = options.progress_meter
     last = dense.ts_size - 2
     t_start, t_end = dense.ts[0], dense.ts[last + 1]
-    span = jnp.where(t_end > t_start, t_end - t_start, 1)
 
     def adjoint_rates(k, t, w):
         polynomial = dense_output.polynomial(dense, k)
@@ -158,7 +156,7 @@ def integrate_along_steps(
         return w_next, error, increment, last_stage
 
     def body(state):
-        k, slot, t, w, q, first, dt, pid, jumped, steps, meter_state = state
+        k, slot, t, w, q, first, dt, pid, jumped, steps = state
         # Under `vmap` a member that has finished (`k = −1`) runs on, its updates
         # discarded: it reads the first step's polynomial, not a row past the end.
         k = jnp.maximum(k, 0)
@@ -192,9 +190,7 @@ def integrate_along_steps(
             w = jtu.tree_map(lambda a, b: jnp.where(injects, a - b, a), w, xbar)
         slot = jnp.where(injects, slot - 1, slot)
         k = jnp.where(crossed, k - 1, k)
-        progress = jnp.clip((t_end - t) / span, 0, 1)
-        meter_state = meter.step(meter_state, progress)
-        return k, slot, t, w, q, first, dt, pid, injects, steps + keep, meter_state
+        return k, slot, t, w, q, first, dt, pid, injects, steps + keep
 
     dt0 = jnp.where(last >= 0, t_end - dense.ts[jnp.maximum(last, 0)], dt0)
     _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
@@ -215,7 +211,6 @@ def integrate_along_steps(
         pid,
         False,
         0,
-        meter.init(),
     )
     # As many attempted steps as the forward solve may take, plus one per forward
     # step start at which a step is shortened.
@@ -226,8 +221,7 @@ def integrate_along_steps(
         max_steps=2 * options.max_steps,
         kind="lax" if under_forward_mode() else "checkpointed",
     )
-    k, _, _, w, q, _, _, _, _, steps, meter_state = state
-    meter.close(meter_state)
+    k, _, _, w, q, _, _, _, _, steps = state
     failed = k >= 0
     result = diffrax.RESULTS.where(
         failed, diffrax.RESULTS.max_steps_reached, diffrax.RESULTS.successful

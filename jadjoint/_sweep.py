@@ -1,6 +1,8 @@
 """The backward sweep: the adjoint method's segments integrated from `T` back to
 `t0`, one loop iteration each, the step size carried from one to the next."""
 
+import diffrax
+import equinox as eqx
 import equinox.internal as eqxi
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -36,12 +38,22 @@ def backward_sweep(
     `segments.count` batched `segments` (`t0` to `T` in order), last first, with
     `method.integrate_segment`. The loop's trip count is traced (the forward
     solve's own segments); its kind follows the differentiation mode, as in
-    `_batches.over_batches`."""
+    `_batches.over_batches`.
+
+    The progress meter reports the segments done; the solves inside them report
+    nothing (one bar per backward pass, not one per segment)."""
     v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), segments.x_right)
     q = jtu.tree_map(jnp.zeros_like, system.params.diff)
+    meter = options.progress_meter
+    options = eqx.tree_at(
+        lambda o: o.progress_meter, options, diffrax.NoProgressMeter()
+    )
+    t_end = segments.t_right[segments.count - 1]
+    span = t_end - segments.t_left[0]
+    span = jnp.where(span > 0, span, 1)
 
     def step(carry):
-        r, v, q, dt = carry
+        r, v, q, dt, meter_state = carry
         segment = segments.row(r)
         v, q, steps = method.integrate_segment(
             system=system,
@@ -54,13 +66,15 @@ def backward_sweep(
             options=options,
         )
         dt = _next_step_guess(dt, segment.t_right - segment.t_left, steps)
-        return r - 1, v, q, dt
+        progress = jnp.clip((t_end - segment.t_left) / span, 0, 1)
+        return r - 1, v, q, dt, meter.step(meter_state, progress)
 
-    _, v, q, _ = eqxi.while_loop(
+    _, v, q, _, meter_state = eqxi.while_loop(
         lambda carry: carry[0] >= 0,
         step,
-        (segments.count - 1, v, q, dt_guess),
+        (segments.count - 1, v, q, dt_guess, meter.init()),
         max_steps=segments.t_left.shape[0],
         kind="lax" if under_forward_mode() else "checkpointed",
     )
+    meter.close(meter_state)
     return jumps.w_at_start(v), q
