@@ -188,16 +188,16 @@ def solve(
     - `dtmax`: the longest step the forward and backward solves may take; `None`
         (default) for no limit.
     - `max_steps`: the most steps any one solve may take (a backward solve: plus one
-        per save time, at each of which it ends a step). The forward solution's dense
-        output, which the default adjoint keeps, is allocated at this size: a value
-        near what the solve needs is faster for large states.
+        per save time, at each of which it ends a step). The default adjoint stores
+        `⌈max_steps / segment_steps⌉` restart states and one segment's dense output
+        ([`jadjoint.InterpolatingAdjoint`][]): memory grows little with it.
     - `throw`: raise at run time (under `jit` and `vmap` too) when a solve fails
         (`max_steps` reached, Newton not converging) or produces non-finite states,
         cost or gradients, and when `p` or `x0` is not finite. With `False`, nothing
         raises: `Solution.result` says what failed, and the outputs of a failed
         solve and their gradients are NaN.
     - `progress_meter`: a diffrax progress meter, e.g. `diffrax.TqdmProgressMeter()`
-        (needs tqdm): a bar for the forward solve and one for each backward solve.
+        (needs tqdm): a bar for the forward solve and one for the backward pass.
 
     **Returns:** a [`jadjoint.Solution`][].
 

@@ -20,10 +20,11 @@ def load(name):
     return module
 
 
-def test_seed_problem_gradient_checks_and_loss_decreases():
-    worst_gap, losses = load("seed_problem").main(steps=20)
+def test_seed_problem_gradient_checks_and_loss_decreases(tmp_path):
+    worst_gap, losses = load("seed_problem").main(steps=20, out=tmp_path)
     assert worst_gap < 1e-5
     assert losses[-1] < 0.5 * losses[0]
+    assert (tmp_path / "seed_problem.png").stat().st_size > 10_000
 
 
 def run_example(name, tmp_path):

@@ -16,12 +16,3 @@ def test_readme_usage_snippet_runs():
     grads = namespace["grads"]
     assert set(grads) == {"a", "b", "c", "d", "x0"}
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jtu.tree_leaves(grads))
-
-
-def test_readme_odeint_snippet_runs():
-    snippet = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
-    namespace = {}
-    exec(snippet, namespace)
-    # y' = −k y with k = 0.5: y(t) = e^{−t/2}.
-    expected = jnp.exp(-0.5 * jnp.linspace(0.0, 1.0, 11))
-    assert jnp.allclose(namespace["ys"], expected, rtol=1e-7)
