@@ -26,9 +26,12 @@ class DiscretiseThenOptimise(AbstractAdjointMethod):
     reaction–diffusion problem): use it as a reference where the steps are well
     inside the stability region, and at a tight tolerance.
 
-    Reference: Kidger, "On neural differential equations", DPhil thesis, University
-    of Oxford, 2021 (discretise-then-optimise and optimise-then-discretise compared;
-    RCA is diffrax's)."""
+    !!! cite "Reference"
+
+        Kidger, "On neural differential equations", DPhil thesis, University of Oxford,
+        2021 (discretise-then-optimise and optimise-then-discretise compared; RCA is
+        diffrax's).
+    """
 
     adjoint: diffrax.AbstractAdjoint = eqx.field(
         default_factory=diffrax.RecursiveCheckpointAdjoint

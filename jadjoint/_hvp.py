@@ -31,9 +31,11 @@ def hvp(fun: Callable, p: PyTree, v: PyTree, *args) -> PyTree:
 
     **Returns:** the product, a pytree like `p`.
 
-    **Reference:** the tangent of the adjoint pass is the second-order adjoint of Wang,
-    Navon, Le Dimet & Zou, "The second order adjoint analysis: theory and
-    applications", Math. Program. 55, 1992.
+    !!! cite "Reference"
+
+        the tangent of the adjoint pass is the second-order adjoint of Wang, Navon, Le
+        Dimet & Zou, "The second order adjoint analysis: theory and applications", Math.
+        Program. 55, 1992.
     """
     gradient = jax.grad(lambda p: fun(p, *args))
     return jax.jvp(gradient, (p,), (v,))[1]

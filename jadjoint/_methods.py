@@ -47,7 +47,7 @@ class AbstractAdjointMethod(eqx.Module):
 
 
 class AbstractContinuousAdjoint(AbstractAdjointMethod):
-    """A method that integrates the adjoint ODE of DESIGN.md §2 backwards: the
+    """A method that integrates [the adjoint ODE][the-adjoint-equations] backwards: the
     reverse rule of a `custom_vjp`, segment by segment."""
 
     def differentiable_solve(self, problem, p, x0, *, times, dt0, options):
@@ -166,8 +166,9 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     - `segment_steps`: the forward solve runs in segments of at most this many
         steps (default 128) and stores the solver's state at the start of each; the
         backward pass regenerates one segment's dense output at a time from it
-        (DESIGN.md §3b). Memory is `⌈max_steps / segment_steps⌉` stored states plus
-        `segment_steps` dense steps, whatever the steps taken; a solve of at most
+        ([how it works][the-forward-solution-in-the-backward-pass]). Memory is
+        `⌈max_steps / segment_steps⌉` stored states plus `segment_steps` dense
+        steps, whatever the steps taken; a solve of at most
         `segment_steps` steps recomputes nothing, a longer one recomputes all but
         its last segment once (at most one extra forward solve).
 
@@ -178,10 +179,13 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     jadjoint's own (`_injection.py`, `_stepwise.py`); otherwise by one diffrax solve
     per segment with a step end at every save time.
 
-    Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
-    equations", NeurIPS 2018 (the adjoint); Serban & Hindmarsh, "CVODES: the
-    sensitivity-enabled ODE solver in SUNDIALS", ACM TOMS 2005 (the checkpoints
-    every few steps)."""
+    !!! cite "References"
+
+        Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
+        equations", NeurIPS 2018 (the adjoint); Serban & Hindmarsh, "CVODES: the
+        sensitivity-enabled ODE solver in SUNDIALS", ACM TOMS 2005 (the checkpoints
+        every few steps).
+    """
 
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
@@ -211,8 +215,11 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
     dissipative problems: there its gradients can be badly wrong. Prefer
     [`jadjoint.InterpolatingAdjoint`][].
 
-    Reference: Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
-    equations", NeurIPS 2018."""
+    !!! cite "Reference"
+
+        Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
+        equations", NeurIPS 2018.
+    """
 
     def storage(self, t0, t1, ts):
         return Storage(ts)

@@ -71,8 +71,10 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     Reverse over reverse (a gradient of the gradient) works with explicit
     Runge–Kutta solvers only; use [`jadjoint.InterpolatingAdjoint`][] otherwise.
 
-    Reference: SciMLSensitivity's `GaussAdjoint` (the same quadrature on the
-    backward steps)."""
+    !!! cite "Reference"
+
+        SciMLSensitivity's `GaussAdjoint` (the same quadrature on the backward steps).
+    """
 
     nodes: int = eqx.field(static=True, default=3)
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)

@@ -204,18 +204,18 @@ def solve(
     Gradients flow to `p`, to `x0` (without `g`) and to the arrays that `f`, `h`, `g`
     close over. Wrap the function that calls `solve` in `jax.jit`.
 
-    **References:**
+    !!! cite "References"
 
-    - The adjoint of an ODE-constrained objective and its jumps at the save times:
-        Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
-        equations", NeurIPS 2018.
-    - For an implicit `h` and index-1 DAEs (the adjoint `w = h_ẋᵀ λ`): Cao, Li,
-        Petzold & Serban, "Adjoint sensitivity analysis for differential-algebraic
-        equations: the adjoint DAE system and its numerical solution", SIAM J. Sci.
-        Comput. 24(3), 2003.
-    - The backward error control that ignores the parameter integral: Kidger, Chen
-        & Lyons, "'Hey, that's not an ODE': faster ODE adjoints via seminorms", ICML
-        2021.
+        - The adjoint of an ODE-constrained objective and its jumps at the save times:
+            Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
+            equations", NeurIPS 2018.
+        - For an implicit `h` and index-1 DAEs (the adjoint `w = h_ẋᵀ λ`): Cao, Li,
+            Petzold & Serban, "Adjoint sensitivity analysis for differential-algebraic
+            equations: the adjoint DAE system and its numerical solution", SIAM J. Sci.
+            Comput. 24(3), 2003.
+        - The backward error control that ignores the parameter integral: Kidger, Chen
+            & Lyons, "'Hey, that's not an ODE': faster ODE adjoints via seminorms", ICML
+            2021.
     """
     p, x0 = parameter_arrays(p), state_arrays(x0)
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
