@@ -636,7 +636,9 @@ def memory_section(config: Config) -> list[str]:
         f"then the solve on [0, {MEMORY_SPANS[0]:g}] again with max_steps "
         f"{MAX_STEPS_SWEEP[0]} and {MAX_STEPS_SWEEP[1]}. jadjoint's segmented "
         "methods keep ⌈max_steps / segment_steps⌉ restart rows and one segment's "
-        "dense output. Memory: temp + output bytes of the compiled gradient's "
+        "dense output; with max_steps over 4096, ⌈4096 / segment_steps⌉ thinned "
+        "rows and a buffer for the segments of one row's span. Memory: temp + "
+        "output bytes of the compiled gradient's "
         "`memory_analysis()` (XLA's buffer assignment; nothing is run).",
         "",
         *table(header, rows),

@@ -21,7 +21,8 @@ from ._differentiation_mode import reverse_mode_only
 from ._forward import Forward
 from ._injection import injected_observations, injects_through
 from ._jumps import Jumps, SavedCotangents
-from ._restarts import segment_dense
+from ._restart_state import storage_rows
+from ._restarts import segment_dense, span_restarts
 from ._segments import Segment, Storage
 from ._stepwise import integrate_along_steps
 
@@ -94,6 +95,12 @@ def _backsolve_rates(t, y, args):
     return system.rates(x, jumps.w(v, t), t)
 
 
+def _solve_args(system) -> tuple:
+    """The `args` of the forward solve's `augmented_rates`."""
+    p, problem = system.params.combined()
+    return problem, p, system.solving
+
+
 class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
     """A method that reads `x(t)` from the forward solve's dense output, stored in
     segments of at most `segment_steps` steps and regenerated one at a time
@@ -126,11 +133,26 @@ class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
 
     def segment_dense(self, system, forward, segment, options):
         """The dense output of the forward steps of `segment`."""
-        p, problem = system.params.combined()
-        args = (problem, p, system.solving)
         return segment_dense(
-            args, forward, segment, options=options, steps=self.segment_steps
+            _solve_args(system),
+            forward,
+            segment,
+            options=options,
+            steps=self.segment_steps,
         )
+
+    def span_segments(self, system, span: Segment, options) -> Segment:
+        """The forward segments of a row of thinned storage, `span`, their restart
+        states recovered by solving it again."""
+        _, span_segments = storage_rows(options.max_steps, self.segment_steps)
+        restarts = span_restarts(
+            _solve_args(system),
+            span,
+            options=options,
+            steps=self.segment_steps,
+            span_segments=span_segments,
+        )
+        return Segment.from_restarts(restarts, span.t_right, span.x_right)
 
 
 def integrate_injected(
@@ -168,9 +190,12 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
         backward pass regenerates one segment's dense output at a time from it
         ([how it works][the-forward-solution-in-the-backward-pass]). Memory is
         `⌈max_steps / segment_steps⌉` stored states plus `segment_steps` dense
-        steps, whatever the steps taken; a solve of at most
-        `segment_steps` steps recomputes nothing, a longer one recomputes all but
-        its last segment once (at most one extra forward solve).
+        steps, whatever the steps taken; a solve of at most `segment_steps` steps
+        recomputes nothing, a longer one recomputes all but its last segment once
+        (at most one extra forward solve). Above 4096 steps (`max_steps`) the stored
+        states are thinned instead, to `⌈4096 / segment_steps⌉` and one span of
+        segments: memory no longer grows with `max_steps`, and a solve that has
+        taken over 4096 steps pays a second extra forward solve.
 
     The gradient is as accurate as the interpolant (of the solver's order). With an
     explicit Runge–Kutta solver (and the times not differentiated), the save-time

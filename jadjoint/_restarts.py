@@ -7,16 +7,22 @@ under `jax.vmap` each step of the loop selects over all of it for every member. 
 the forward pass runs `diffeqsolve` once per segment, `max_steps = B`, restarting
 each from where the last stopped (its time, state and step size): memory is
 `⌈max_steps / B⌉` restart rows (a state and two numbers each) plus one segment's `B`
-dense rows, whatever `max_steps` is. A solve of at most `B` steps keeps its dense
-output and recomputes nothing; a longer one recomputes every segment but the last
-once, on the backward pass (CVODES's and diffsol's scheme).
+dense rows. A solve of at most `B` steps keeps its dense output and recomputes
+nothing; a longer one recomputes every segment but the last once, on the backward
+pass (CVODES's and diffsol's scheme).
+
+So that the rows do not grow with `max_steps` either, a solve that may take more than
+`THINNING_STEPS` steps keeps `R = ⌈THINNING_STEPS / B⌉` rows: when they are full,
+every other row goes and a row stands for twice as many segments from then on
+(`stride`). The backward pass solves each such span again from its row, storing its
+segments' restart states in a buffer of one span's rows, and goes through them as
+above. Memory is then `R` rows, one span's rows and one segment's dense output,
+and a solve that was thinned pays one more forward solve.
 
 A segment restarts with its first step at the length of the last accepted one: the
 step-size proposal is not part of diffrax's saved state. The restart state being
 stored, the backward pass retakes the very same steps.
 """
-
-from dataclasses import fields
 
 import diffrax
 import equinox as eqx
@@ -26,66 +32,22 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from . import _dense_output as dense_output
-from ._differentiation_mode import inner_adjoint, under_forward_mode
+from ._differentiation_mode import under_forward_mode
 from ._errors import raise_if_failed
 from ._forward import STATISTICS, Forward, augmented_rates, cost_dtype
 from ._options import Options
+from ._restart_state import (
+    Restarts,
+    following_restart,
+    solve_from,
+    storage_rows,
+    stored,
+)
 from ._results import RESULTS
 
 # A regenerated segment may take this many more steps than the forward one did:
 # the same steps, but compiled in another place, rounding may differ in the last bit.
 REGENERATION_SLACK = 4
-
-
-class Restarts(eqx.Module):
-    """The solver's state at the start of each forward segment (a leading axis of
-    rows; `count` are used): the time `t`, the state `y = (x, ∫ f dt)` and the
-    first step's length `dt`, so that `diffeqsolve` retakes the segment's steps.
-
-    Nothing else is kept. The solver's state: a segment evaluates its first stage
-    afresh (one evaluation of the vector field, where a first-same-as-last solver
-    would have reused the last stage of the segment before; a stored one would
-    double the row). The step-size controller's: the `PIDController` of
-    `Options.controller` is an integral controller (diffrax's default
-    coefficients), whose proposal depends on the current error only."""
-
-    t: Array
-    y: PyTree
-    dt: Array
-    count: Array
-
-    def _rows(self) -> dict:
-        names = [f.name for f in fields(self) if f.name != "count"]
-        return {name: getattr(self, name) for name in names}
-
-    def row(self, r) -> "Restarts":
-        """Row `r` (`count` unchanged)."""
-        return Restarts(**jtu.tree_map(lambda a: a[r], self._rows()), count=self.count)
-
-    def with_row(self, r, row: "Restarts") -> "Restarts":
-        """Row `r` set to `row` (`count` unchanged)."""
-        rows = jtu.tree_map(lambda a, v: a.at[r].set(v), self._rows(), row._rows())
-        return Restarts(**rows, count=self.count)
-
-
-def _solve_from(args, restart: Restarts, *, t1, saveat, steps, options):
-    """One `diffeqsolve` of `augmented_rates` (its `args`) from `restart` towards
-    `t1`, at most `steps` steps."""
-    return diffrax.diffeqsolve(
-        diffrax.ODETerm(augmented_rates),
-        options.solver,
-        restart.t,
-        t1,
-        restart.dt,
-        restart.y,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=options.controller(),
-        max_steps=steps,
-        adjoint=inner_adjoint(),
-        throw=False,
-    )
 
 
 def _initial(args, x0, *, t0, t1, dt0, options) -> Restarts:
@@ -145,7 +107,7 @@ def integrate_in_segments(
     steps: its `restarts` hold the state at each segment's start, its `dense` the
     last segment's dense output (padded to `steps + REGENERATION_SLACK` rows). The
     solve may take `max_steps` steps in all."""
-    rows = -(-options.max_steps // steps)
+    rows, span = storage_rows(options.max_steps, steps)
     args = (problem, p, problem.h.prepare(x0, options.newton_tol, options.throw))
     first = _initial(args, x0, t0=t0, t1=t1, dt0=dt0, options=options)
     first = jtu.tree_map(jnp.asarray, first)
@@ -162,7 +124,7 @@ def integrate_in_segments(
             t1=True,
             dense=True,
         )
-        return _solve_from(
+        return solve_from(
             args, restart, t1=t1, saveat=saveat, steps=steps, options=options
         )
 
@@ -170,7 +132,12 @@ def integrate_in_segments(
     meter = options.progress_meter
     state = dict(
         restart=first,
-        restarts=jtu.tree_map(lambda a: jnp.zeros((rows,) + a.shape, a.dtype), first),
+        restarts=eqx.tree_at(
+            lambda r: r.stride,
+            jtu.tree_map(lambda a: jnp.zeros((rows,) + a.shape, a.dtype), first),
+            None if span is None else jnp.ones((), first.count.dtype),
+            is_leaf=lambda x: x is None,
+        ),
         xs=jtu.tree_map(lambda s: _blank(s, s.shape[0] - 1), shapes.ys[0]),
         dense=jtu.tree_map(_blank, shapes.interpolation),
         stats={key: jnp.zeros_like(shapes.stats[key]) for key in STATISTICS},
@@ -183,37 +150,18 @@ def integrate_in_segments(
         restart = state["restart"]
         r = restart.count
         solution = segment(restart)
-        states = solution.ys[0]
-        dense = solution.interpolation
-        accepted = dense.ts_size - 1
-        # Where the segment stopped: diffrax saves `t1` only when it gets there, so
-        # elsewhere from the dense output's last step.
-        t_end = dense.ts[accepted]
-        y_end = dense_output.evaluate(dense, t_end)
+        following, short, result = following_restart(solution, restart, t1)
+        t_end = following.t
         # A save time on a segment boundary was saved by the segment on its left.
         own = (ts <= t_end) & ((ts > restart.t) | (r == 0))
         stats = {key: state["stats"][key] + solution.stats[key] for key in STATISTICS}
-        last_dt = dense.ts[accepted] - dense.ts[jnp.maximum(accepted - 1, 0)]
-        short = (solution.result == diffrax.RESULTS.max_steps_reached) & (t_end < t1)
-        result = diffrax.RESULTS.where(
-            short, diffrax.RESULTS.max_steps_reached, solution.result
-        )
         progress = (t_end - t0) / jnp.where(t1 > t0, t1 - t0, 1)
+        states = solution.ys[0]
         return dict(
-            restart=like_first(
-                Restarts(
-                    t=t_end,
-                    y=y_end,
-                    # The first step of the next segment: the last accepted one;
-                    # after a segment that accepted none, a quarter of its first
-                    # (diffrax's proposal after a rejection is not saved).
-                    dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
-                    count=r + 1,
-                )
-            ),
-            restarts=state["restarts"].with_row(r, restart),
+            restart=like_first(following),
+            restarts=stored(state["restarts"], r, restart),
             xs=_rows_where(own, jtu.tree_map(lambda a: a[:-1], states), state["xs"]),
-            dense=dense,
+            dense=solution.interpolation,
             stats=stats,
             result=result,
             going=short & (stats["num_steps"] < options.max_steps),
@@ -224,7 +172,7 @@ def integrate_in_segments(
         lambda state: state["going"],
         body,
         state,
-        max_steps=rows,
+        max_steps=-(-options.max_steps // steps),
         kind="lax" if under_forward_mode() else "checkpointed",
     )
     meter.close(state["meter"])
@@ -244,6 +192,48 @@ def integrate_in_segments(
     )
 
 
+def span_restarts(
+    args, span, *, options: Options, steps: int, span_segments: int
+) -> Restarts:
+    """The restart states of the segments of `span` (a row of
+    `_segments.Segment.from_restarts` over thinned storage, standing for up to
+    `span_segments` segments), by solving it again from its restart state in
+    segments of `steps` steps, as the forward pass did. A re-solve that does not
+    reach the span's end raises (`options.throw`) or gives NaN."""
+    first = span.restart
+    rows = span_segments + 1
+    first = Restarts(
+        t=first.t, y=first.y, dt=first.dt, count=jnp.zeros_like(first.count)
+    )
+    saveat = diffrax.SaveAt(t1=True, dense=True)
+
+    def body(state):
+        restart, restarts, _, _ = state
+        solution = solve_from(
+            args, restart, t1=span.t_right, saveat=saveat, steps=steps, options=options
+        )
+        following, short, result = following_restart(solution, restart, span.t_right)
+        following = jtu.tree_map(lambda a, b: jnp.asarray(a, b.dtype), following, first)
+        return following, restarts.with_row(restart.count, restart), short, result
+
+    blank = jtu.tree_map(lambda a: jnp.zeros((rows,) + a.shape, a.dtype), first)
+    state = (first, blank, jnp.asarray(True), diffrax.RESULTS.successful)
+    end, restarts, short, result = eqxi.while_loop(
+        lambda state: state[2] & (state[0].count < rows),
+        body,
+        state,
+        max_steps=rows,
+        kind="lax" if under_forward_mode() else "checkpointed",
+    )
+    result = diffrax.RESULTS.where(short, diffrax.RESULTS.max_steps_reached, result)
+    restarts = eqx.tree_at(lambda r: r.count, restarts, end.count)
+    if options.throw:
+        return raise_if_failed(result, restarts)
+    failed = result != diffrax.RESULTS.successful
+    rows = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), restarts._rows())
+    return restarts._with_rows(rows)
+
+
 def segment_dense(
     args, forward: Forward, segment, *, options: Options, steps: int
 ) -> diffrax.DenseInterpolation:
@@ -257,7 +247,7 @@ def segment_dense(
     kept = segment.t_right == forward.t_last
 
     def regenerated():
-        solution = _solve_from(
+        solution = solve_from(
             args,
             restart,
             # To the next segment's start, where the forward segment stopped. Under

@@ -58,9 +58,10 @@ class Segment(eqx.Module):
     @classmethod
     def from_restarts(cls, restarts, t_last, x_last: PyTree) -> "Segment":
         """The forward solve's own segments, from its `restarts` (`_restarts.py`)
-        to where it stopped, `(t_last, x_last)`."""
+        to where it stopped, `(t_last, x_last)`: one per row in use, which thinned
+        storage makes a span of several segments."""
         rows = restarts.t.shape[0]
-        following = jnp.arange(1, rows + 1) < restarts.count
+        following = jnp.arange(1, rows + 1) < restarts.used
 
         def next_row(starts, last):
             shifted = jnp.concatenate([starts[1:], starts[-1:]])
@@ -73,9 +74,15 @@ class Segment(eqx.Module):
             next_row(restarts.t, t_last),
             x_left,
             jtu.tree_map(next_row, x_left, x_last),
-            restarts.count,
+            restarts.used,
             restarts,
         )
+
+    @property
+    def spans(self) -> bool:
+        """Whether a row may stand for several forward segments (thinned storage),
+        whose restart states the backward pass recovers by solving it again."""
+        return self.restart is not None and self.restart.stride is not None
 
     def row(self, r) -> "Segment":
         """Segment `r`, with its restart state (if any)."""

@@ -36,12 +36,14 @@ def backward_sweep(
 ) -> tuple[PyTree, PyTree]:
     """`(w(t0), q(t0))` from `w(T⁺) = 0`, `q(T) = 0`, integrating each of the
     `segments.count` batched `segments` (`t0` to `T` in order), last first, with
-    `method.integrate_segment`. The loop's trip count is traced (the forward
-    solve's own segments); its kind follows the differentiation mode, as in
+    `method.integrate_segment`. Over thinned storage (`segments.spans`) a row stands
+    for several forward segments, which `method.span_segments` recovers before they
+    are integrated in turn. The loops' trip counts are traced (the forward solve's
+    own segments); their kind follows the differentiation mode, as in
     `_batches.over_batches`.
 
-    The progress meter reports the segments done; the solves inside them report
-    nothing (one bar per backward pass, not one per segment)."""
+    The progress meter reports the rows done; the solves inside them report nothing
+    (one bar per backward pass, not one per segment)."""
     v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), segments.x_right)
     q = jtu.tree_map(jnp.zeros_like, system.params.diff)
     meter = options.progress_meter
@@ -51,10 +53,9 @@ def backward_sweep(
     t_end = segments.t_right[segments.count - 1]
     span = t_end - segments.t_left[0]
     span = jnp.where(span > 0, span, 1)
+    kind = "lax" if under_forward_mode() else "checkpointed"
 
-    def step(carry):
-        r, v, q, dt, meter_state = carry
-        segment = segments.row(r)
+    def integrate(segment, v, q, dt):
         v, q, steps = method.integrate_segment(
             system=system,
             forward=forward,
@@ -65,8 +66,35 @@ def backward_sweep(
             dt0=dt,
             options=options,
         )
-        dt = _next_step_guess(dt, segment.t_right - segment.t_left, steps)
-        progress = jnp.clip((t_end - segment.t_left) / span, 0, 1)
+        return v, q, _next_step_guess(dt, segment.t_right - segment.t_left, steps)
+
+    def integrate_all(segments, v, q, dt):
+        def step(carry):
+            r, v, q, dt = carry
+            # Under `vmap` a member that has finished (`r = −1`) runs on, its
+            # updates discarded: it retakes its first segment, not a row past the
+            # end, which may not be one the forward solve took.
+            return r - 1, *integrate(segments.row(jnp.maximum(r, 0)), v, q, dt)
+
+        _, v, q, dt = eqxi.while_loop(
+            lambda carry: carry[0] >= 0,
+            step,
+            (segments.count - 1, v, q, dt),
+            max_steps=segments.t_left.shape[0],
+            kind=kind,
+        )
+        return v, q, dt
+
+    def step(carry):
+        r, v, q, dt, meter_state = carry
+        if segments.spans:
+            row = segments.row(jnp.maximum(r, 0))  # as in `integrate_all`
+            inner = method.span_segments(system, row, options)
+            v, q, dt = integrate_all(inner, v, q, dt)
+        else:
+            row = segments.row(r)
+            v, q, dt = integrate(row, v, q, dt)
+        progress = jnp.clip((t_end - row.t_left) / span, 0, 1)
         return r - 1, v, q, dt, meter.step(meter_state, progress)
 
     _, v, q, _, meter_state = eqxi.while_loop(
@@ -74,7 +102,7 @@ def backward_sweep(
         step,
         (segments.count - 1, v, q, dt_guess, meter.init()),
         max_steps=segments.t_left.shape[0],
-        kind="lax" if under_forward_mode() else "checkpointed",
+        kind=kind,
     )
     meter.close(meter_state)
     return jumps.w_at_start(v), q

@@ -1,0 +1,149 @@
+"""The restartable solver state of segmented forward storage (`_restarts.py`), one
+segment's solve from it, and how the states are stored: one row per segment, or,
+thinned, one row per `stride` segments (DESIGN.md §3b)."""
+
+from dataclasses import fields
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, PyTree
+
+from . import _dense_output as dense_output
+from ._differentiation_mode import inner_adjoint
+from ._forward import augmented_rates
+
+# The restart rows are thinned only in a solve that may take more steps than this
+# (diffrax's default `max_steps`): up to it, storage is as it was without thinning,
+# whatever `B`, and so is the compiled code.
+THINNING_STEPS = 4096
+
+
+def storage_rows(max_steps: int, steps: int) -> tuple[int, int | None]:
+    """`(rows, span)`: the restart rows of a solve of at most `max_steps` steps in
+    segments of `steps`, and, when they are thinned, the most segments one row may
+    come to stand for (a power of two; `None` when never thinned). Thinning keeps
+    `⌈THINNING_STEPS / steps⌉` rows (an even number) however large `max_steps` is."""
+    segments = -(-max_steps // steps)
+    rows = -(-THINNING_STEPS // steps)
+    rows += rows % 2
+    if segments <= rows:
+        return segments, None
+    span = 1
+    while rows * span < segments:
+        span *= 2
+    return rows, span
+
+
+class Restarts(eqx.Module):
+    """The solver's state at the start of each forward segment (a leading axis of
+    rows; `count` are used): the time `t`, the state `y = (x, ∫ f dt)` and the
+    first step's length `dt`, so that `diffeqsolve` retakes the segment's steps.
+
+    Nothing else is kept. The solver's state: a segment evaluates its first stage
+    afresh (one evaluation of the vector field, where a first-same-as-last solver
+    would have reused the last stage of the segment before; a stored one would
+    double the row). The step-size controller's: the `PIDController` of
+    `Options.controller` is an integral controller (diffrax's default
+    coefficients), whose proposal depends on the current error only."""
+
+    t: Array
+    y: PyTree
+    dt: Array
+    count: Array
+    stride: Array | None = None
+
+    def _rows(self) -> dict:
+        names = [f.name for f in fields(self) if f.name not in ("count", "stride")]
+        return {name: getattr(self, name) for name in names}
+
+    def _with_rows(self, rows: dict) -> "Restarts":
+        return Restarts(**rows, count=self.count, stride=self.stride)
+
+    @property
+    def used(self) -> Array:
+        """The rows in use: one per segment, or, thinned, one per `stride`
+        segments."""
+        if self.stride is None:
+            return self.count
+        return -(-self.count // self.stride)
+
+    def row(self, r) -> "Restarts":
+        """Row `r` (`count` and `stride` unchanged)."""
+        return self._with_rows(jtu.tree_map(lambda a: a[r], self._rows()))
+
+    def with_row(self, r, row: "Restarts") -> "Restarts":
+        """Row `r` set to `row`; nothing when `r` is past the last row."""
+        rows = jtu.tree_map(
+            lambda a, v: a.at[r].set(v, mode="drop"), self._rows(), row._rows()
+        )
+        return self._with_rows(rows)
+
+    def thinned(self) -> "Restarts":
+        """Every other row kept, in the first half of the rows, and `stride`
+        doubled."""
+        rows = jtu.tree_map(
+            lambda a: a[jnp.minimum(2 * jnp.arange(a.shape[0]), a.shape[0] - 1)],
+            self._rows(),
+        )
+        return Restarts(**rows, count=self.count, stride=2 * self.stride)
+
+
+def solve_from(args, restart: Restarts, *, t1, saveat, steps, options):
+    """One `diffeqsolve` of `augmented_rates` (its `args`) from `restart` towards
+    `t1`, at most `steps` steps."""
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(augmented_rates),
+        options.solver,
+        restart.t,
+        t1,
+        restart.dt,
+        restart.y,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=options.controller(),
+        max_steps=steps,
+        adjoint=inner_adjoint(),
+        throw=False,
+    )
+
+
+def following_restart(solution: diffrax.Solution, restart: Restarts, t1):
+    """After the segment `solution` (dense output saved) from `restart`: the restart
+    state of the next segment, whether the segment stopped short of `t1` (at its
+    step limit), and its outcome."""
+    dense = solution.interpolation
+    accepted = dense.ts_size - 1
+    # Where the segment stopped: diffrax saves `t1` only when it gets there, so
+    # elsewhere from the dense output's last step.
+    t_end = dense.ts[accepted]
+    last_dt = dense.ts[accepted] - dense.ts[jnp.maximum(accepted - 1, 0)]
+    short = (solution.result == diffrax.RESULTS.max_steps_reached) & (t_end < t1)
+    result = diffrax.RESULTS.where(
+        short, diffrax.RESULTS.max_steps_reached, solution.result
+    )
+    following = Restarts(
+        t=t_end,
+        y=dense_output.evaluate(dense, t_end),
+        # The first step of the next segment: the last accepted one; after a
+        # segment that accepted none, a quarter of its first (diffrax's proposal
+        # after a rejection is not saved).
+        dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
+        count=restart.count + 1,
+    )
+    return following, short, result
+
+
+def stored(restarts: Restarts, r, restart: Restarts) -> Restarts:
+    """`restarts` with the start of segment `r`. Thinned storage (`stride` not
+    `None`) keeps the start of every `stride`-th segment; when its rows are full,
+    every other row goes and `stride` doubles."""
+    if restarts.stride is None:
+        return restarts.with_row(r, restart)
+    rows = restarts.t.shape[0]
+    full = r == rows * restarts.stride
+    restarts = jax.lax.cond(full, Restarts.thinned, lambda r: r, restarts)
+    kept = r % restarts.stride == 0
+    return restarts.with_row(jnp.where(kept, r // restarts.stride, rows), restart)
