@@ -12,9 +12,15 @@ This loop instead
 - steps `w` only: `q` is accumulated as `q ← q + h Σ b_j q̇_j` on accepted steps, the
   `q̇_j` coming out of the same VJPs as the stages of `w` (its error is not controlled:
   the seminorm of `LeadingSeminorm`);
-- ends a step at each forward step start `t_k`, switches to the previous step's
-  polynomial there and carries the step size across: a step shortened to land on `t_k`
-  keeps the proposal it was shortened from;
+- tries each forward step whole, backwards, and keeps it when the adjoint's error
+  estimate is within `WHOLE_STEP_SLACK` of the tolerance; otherwise divides it under
+  the error control, carrying the step size across (a step shortened to land on `t_k`
+  keeps the proposal it was shortened from). On the forward's own steps the adjoint's
+  discretisation errors stay consistent with the forward solution's: with steps of
+  its own the backward pass took about twice the forward's steps, each forward step
+  as a full step and a short remainder, and a gradient that cancels over many
+  oscillations lost two orders of accuracy;
+- switches to the previous step's polynomial at each forward step start `t_k`;
 - applies the injected jump `w(t_k⁻) = w(t_k⁺) − x̄_k` there, re-evaluating the first
   stage only after a jump (first same as last otherwise).
 
@@ -36,6 +42,17 @@ from ._differentiation_mode import under_forward_mode
 from ._errors import raise_if_failed
 from ._jumps import StepJumps
 from ._options import Options
+
+# Each forward step is tried whole first, and kept when the adjoint's error estimate
+# over it is within this factor of the tolerance: when the forward step is at most
+# 10^(1/5) ≈ 1.6 times the step the adjoint's own control would take. Otherwise the
+# step is divided under that control. Measured against steps of the adjoint's own
+# choosing (the backward pass before): on a lightly damped oscillator over 55 periods
+# the frequency's gradient was 1.7e-2 off and is now 1.4e-4 (RCA 3.0e-4), with 1043
+# backward steps for the forward's 1043, not 2084; on Lotka–Volterra 7.7e-6 (was 1.1e-5)
+# in 55 steps (was 80) against the forward's 53. An adjoint unstable on a forward step
+# has an error estimate near `1/rtol` times the tolerance, and is still divided.
+WHOLE_STEP_SLACK = 10.0
 
 
 def gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,10 +84,9 @@ def integrate_along_steps(
     `w` at the nodes read from the step's own dense output (the stages then
     differentiate with respect to `x` only).
 
-    The first backward step is tried at the length of the last forward step, which
-    it retraces (`dt0` only when the forward solve took no step): a mean step
-    length as the guess cost an extra backward step wherever the last forward step
-    was the longest, as it is when the solution settles."""
+    Where a forward step is divided, the first step's size is the proposal of the
+    whole step's error estimate; at the end of the solve, the last forward step's
+    length (`dt0` only when the forward solve took no step)."""
     tableau = options.solver.tableau
     fsal = tableau.fsal
     controller = options.controller()
@@ -156,7 +172,7 @@ def integrate_along_steps(
         return w_next, error, increment, last_stage
 
     def body(state):
-        k, slot, t, w, q, first, dt, pid, jumped, steps = state
+        k, slot, t, w, q, first, dt, pid, jumped, whole, steps = state
         # Under `vmap` a member that has finished (`k = −1`) runs on, its updates
         # discarded: it reads the first step's polynomial, not a row past the end.
         k = jnp.maximum(k, 0)
@@ -169,12 +185,24 @@ def integrate_along_steps(
         else:
             first = rates(k, t, w)
         t_k = dense.ts[k]
-        lands = t - dt <= t_k
+        # The step lands on `t_k`: tried whole, or shorter than the proposal from there.
+        lands = whole | (t - dt <= t_k)
         t_next = jnp.where(lands, t_k, t - dt)
         w_next, error, increment, last_stage = attempt(k, t, w, first, t_next - t)
         keep, tau0, tau1, _, pid, _ = controller.adapt_step_size(
             -t, -t_next, w, w_next, None, error, error_order, pid
         )
+        within_slack = controller.adapt_step_size(
+            -t,
+            -t_next,
+            w,
+            w_next,
+            None,
+            jtu.tree_map(lambda e: e / WHOLE_STEP_SLACK, error),
+            error_order,
+            pid,
+        )[0]
+        keep = jnp.where(whole, within_slack, keep)
         proposal = tau1 - tau0
         # A step shortened to land on `t_k` keeps the proposal it was shortened from.
         dt = jnp.where(keep & lands, jnp.maximum(proposal, dt), proposal)
@@ -190,7 +218,9 @@ def integrate_along_steps(
             w = jtu.tree_map(lambda a, b: jnp.where(injects, a - b, a), w, xbar)
         slot = jnp.where(injects, slot - 1, slot)
         k = jnp.where(crossed, k - 1, k)
-        return k, slot, t, w, q, first, dt, pid, injects, steps + keep
+        # The next forward step is tried whole.
+        whole = crossed
+        return k, slot, t, w, q, first, dt, pid, injects, whole, steps + keep
 
     dt0 = jnp.where(last >= 0, t_end - dense.ts[jnp.maximum(last, 0)], dt0)
     _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
@@ -210,6 +240,7 @@ def integrate_along_steps(
         dt0,
         pid,
         False,
+        jnp.asarray(True),
         0,
     )
     # As many attempted steps as the forward solve may take, plus one per forward
@@ -221,7 +252,7 @@ def integrate_along_steps(
         max_steps=2 * options.max_steps,
         kind="lax" if under_forward_mode() else "checkpointed",
     )
-    k, _, _, w, q, _, _, _, _, steps = state
+    k, _, _, w, q, _, _, _, _, _, steps = state
     failed = k >= 0
     result = diffrax.RESULTS.where(
         failed, diffrax.RESULTS.max_steps_reached, diffrax.RESULTS.successful
