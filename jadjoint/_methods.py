@@ -156,7 +156,7 @@ class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
 
 
 def integrate_injected(
-    system, dense, jumps: SavedCotangents, segment, *, v, q, dt0, options, nodes=None
+    system, dense, jumps: SavedCotangents, segment, *, v, q, options, nodes=None
 ):
     """`(v, q)` integrated back over `segment` along the forward steps of `dense`,
     the cotangents of the saves in it injected at their steps' starts, and the
@@ -170,7 +170,6 @@ def integrate_injected(
         step_jumps,
         w=v,
         q=q,
-        dt0=dt0,
         options=options,
         quadrature_nodes=nodes,
     )
@@ -218,7 +217,7 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
         dense = self.segment_dense(system, forward, segment, options)
         if isinstance(jumps, SavedCotangents):
             return integrate_injected(
-                system, dense, jumps, segment, v=v, q=q, dt0=dt0, options=options
+                system, dense, jumps, segment, v=v, q=q, options=options
             )
         (v, q), steps = solve_backwards(
             _interpolating_rates,

@@ -89,7 +89,6 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
                 segment,
                 v=v,
                 q=q,
-                dt0=dt0,
                 options=options,
                 nodes=self.nodes,
             )

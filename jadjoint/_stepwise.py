@@ -14,12 +14,11 @@ This loop instead
   the seminorm of `LeadingSeminorm`);
 - tries each forward step whole, backwards, and keeps it when the adjoint's error
   estimate is within `WHOLE_STEP_SLACK` of the tolerance; otherwise divides it under
-  the error control, carrying the step size across (a step shortened to land on `t_k`
-  keeps the proposal it was shortened from). On the forward's own steps the adjoint's
-  discretisation errors stay consistent with the forward solution's: with steps of
-  its own the backward pass took about twice the forward's steps, each forward step
-  as a full step and a short remainder, and a gradient that cancels over many
-  oscillations lost two orders of accuracy;
+  the error control. On the forward's own steps the adjoint's discretisation errors
+  stay consistent with the forward solution's: with steps of its own the backward
+  pass took about twice the forward's steps, each forward step as a full step and a
+  short remainder, and a gradient that cancels over many oscillations lost two
+  orders of accuracy;
 - switches to the previous step's polynomial at each forward step start `t_k`;
 - applies the injected jump `w(t_k⁻) = w(t_k⁺) − x̄_k` there, re-evaluating the first
   stage only after a jump (first same as last otherwise).
@@ -70,7 +69,6 @@ def integrate_along_steps(
     *,
     w: PyTree,
     q: PyTree,
-    dt0,
     options: Options,
     quadrature_nodes: int | None = None,
 ) -> tuple[PyTree, PyTree, Array]:
@@ -84,9 +82,8 @@ def integrate_along_steps(
     `w` at the nodes read from the step's own dense output (the stages then
     differentiate with respect to `x` only).
 
-    Where a forward step is divided, the first step's size is the proposal of the
-    whole step's error estimate; at the end of the solve, the last forward step's
-    length (`dt0` only when the forward solve took no step)."""
+    Each forward step is tried whole first; where it is divided, the first part's
+    size is the proposal from the whole step's error estimate."""
     tableau = options.solver.tableau
     fsal = tableau.fsal
     controller = options.controller()
@@ -203,9 +200,9 @@ def integrate_along_steps(
             pid,
         )[0]
         keep = jnp.where(whole, within_slack, keep)
-        proposal = tau1 - tau0
-        # A step shortened to land on `t_k` keeps the proposal it was shortened from.
-        dt = jnp.where(keep & lands, jnp.maximum(proposal, dt), proposal)
+        # Read only within a divided forward step: after landing on `t_k` the next
+        # forward step is tried whole.
+        dt = tau1 - tau0
         t = jnp.where(keep, t_next, t)
         w = jtu.tree_map(lambda a, b: jnp.where(keep, a, b), w_next, w)
         q = jtu.tree_map(lambda a, d: jnp.where(keep, a + d, a), q, increment)
@@ -222,8 +219,9 @@ def integrate_along_steps(
         whole = crossed
         return k, slot, t, w, q, first, dt, pid, injects, whole, steps + keep
 
-    dt0 = jnp.where(last >= 0, t_end - dense.ts[jnp.maximum(last, 0)], dt0)
-    _, pid = controller.init(None, -t_end, -t_start, w, dt0, None, None, error_order)
+    # The first attempt is the last forward step, whole.
+    dt = t_end - dense.ts[jnp.maximum(last, 0)]
+    _, pid = controller.init(None, -t_end, -t_start, w, dt, None, None, error_order)
     # Without first same as last, every step evaluates its first stage: `(w, q)`
     # only gives the carry its structure.
     if fsal:
@@ -237,7 +235,7 @@ def integrate_along_steps(
         w,
         q,
         first,
-        dt0,
+        dt,
         pid,
         False,
         jnp.asarray(True),
