@@ -62,6 +62,14 @@ class Restarts(eqx.Module):
     def _with_rows(self, rows: dict) -> "Restarts":
         return Restarts(**rows, count=self.count, stride=self.stride)
 
+    def blank(self, rows: int, stride: Array | None = None) -> "Restarts":
+        """`rows` unused rows shaped like this one state, no segment counted; with
+        `stride` (thinned storage), its first value."""
+        rows = jtu.tree_map(
+            lambda a: jnp.zeros((rows,) + a.shape, a.dtype), self._rows()
+        )
+        return Restarts(**rows, count=jnp.zeros_like(self.count), stride=stride)
+
     @property
     def used(self) -> Array:
         """The rows in use: one per segment, or, thinned, one per `stride`

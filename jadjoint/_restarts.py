@@ -132,11 +132,8 @@ def integrate_in_segments(
     meter = options.progress_meter
     state = dict(
         restart=first,
-        restarts=eqx.tree_at(
-            lambda r: r.stride,
-            jtu.tree_map(lambda a: jnp.zeros((rows,) + a.shape, a.dtype), first),
-            None if span is None else jnp.ones((), first.count.dtype),
-            is_leaf=lambda x: x is None,
+        restarts=first.blank(
+            rows, None if span is None else jnp.ones((), first.count.dtype)
         ),
         xs=jtu.tree_map(lambda s: _blank(s, s.shape[0] - 1), shapes.ys[0]),
         dense=jtu.tree_map(_blank, shapes.interpolation),
@@ -216,8 +213,7 @@ def span_restarts(
         following = jtu.tree_map(lambda a, b: jnp.asarray(a, b.dtype), following, first)
         return following, restarts.with_row(restart.count, restart), short, result
 
-    blank = jtu.tree_map(lambda a: jnp.zeros((rows,) + a.shape, a.dtype), first)
-    state = (first, blank, jnp.asarray(True), diffrax.RESULTS.successful)
+    state = (first, first.blank(rows), jnp.asarray(True), diffrax.RESULTS.successful)
     end, restarts, short, result = eqxi.while_loop(
         lambda state: state[2] & (state[0].count < rows),
         body,

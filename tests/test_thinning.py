@@ -6,36 +6,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 from helpers import max_relative_error
+from test_methods import P, loss, problem
 
 import jadjoint as ja
 import jadjoint._restart_state as restart_state
-
-
-def lotka_volterra(x, p, t):
-    return jnp.stack(
-        [p[0] * x[0] - p[1] * x[0] * x[1], p[2] * x[0] * x[1] - p[3] * x[1]]
-    )
-
-
-PROBLEM = ja.Problem.explicit(lotka_volterra, f=lambda x, p, t: jnp.sum(x**2))
-P = jnp.array([1.1, 0.4, 0.1, 0.4])
-TS = jnp.linspace(0.5, 10.0, 7)
-
-
-def loss(p, adjoint):
-    solution = ja.solve(
-        PROBLEM,
-        p,
-        0.0,
-        10.0,
-        jnp.array([2.0, 1.0]),
-        saveat=TS,
-        adjoint=adjoint,
-        rtol=1e-9,
-        atol=1e-9,
-        max_steps=1000,
-    )
-    return solution.cost + jnp.sum(jnp.sin(solution.xs))
 
 
 def members_gradients(adjoint):
@@ -66,7 +40,7 @@ def test_thinned_storage_gives_the_gradient_of_the_same_steps(adjoint, monkeypat
     # The steps taken, under `vmap`, differ between members.
     steps = jax.vmap(
         lambda p: ja.solve(
-            PROBLEM, p, 0.0, 10.0, jnp.array([2.0, 1.0]), rtol=1e-9, atol=1e-9
+            problem, p, 0.0, 10.0, jnp.array([2.0, 1.0]), rtol=1e-9, atol=1e-9
         ).stats["num_accepted_steps"]
     )(members)
     assert len(set(steps.tolist())) == 3 and int(steps.min()) > 16 * 4
