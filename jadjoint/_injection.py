@@ -99,7 +99,9 @@ def injected_observations(
     params = system.params
 
     def start(k):
-        return dense_output.polynomial(dense, k).evaluate(dense.ts[k])
+        # An explicit Runge–Kutta step's dense information holds its start: read,
+        # not evaluated from the step's polynomial.
+        return jtu.tree_map(lambda a: a[k], dense.infos["y0"])
 
     def step_vjps(ks, cotangents):
         """`(x̄_k, Σ p̄_k)` for the steps `ks`: one VJP of the batched step map, so

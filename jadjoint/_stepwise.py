@@ -91,16 +91,15 @@ def integrate_along_steps(
     last = dense.ts_size - 2
     t_start, t_end = dense.ts[0], dense.ts[last + 1]
 
-    def adjoint_rates(k, t, w):
-        polynomial = dense_output.polynomial(dense, k)
+    def adjoint_rates(polynomial, t, w):
         x = polynomial.evaluate(t)[0]
         _, wdot, qdot = system.rates(x, w, t, lambda: polynomial.derivative(t)[0])
         return wdot, qdot
 
-    def rates(k, t, w):
-        """`(ẇ, q̇)` for the stages; `q̇` is `None` (not computed) when `q` is
-        accumulated by quadrature."""
-        wdot, qdot = adjoint_rates(k, t, w)
+    def rates(polynomial, t, w):
+        """`(ẇ, q̇)` for the stages, with `x` from the forward step's `polynomial`;
+        `q̇` is `None` (not computed) when `q` is accumulated by quadrature."""
+        wdot, qdot = adjoint_rates(polynomial, t, w)
         return wdot, None if quadrature_nodes else qdot
 
     stages = len(tableau.c) + 1
@@ -122,7 +121,7 @@ def integrate_along_steps(
         fractions = jnp.asarray(fractions, t_end.dtype)
         gauss_weights = jnp.asarray(gauss_weights, dtype)
 
-    def quadrature(k, t, h, w, w_next, ks):
+    def quadrature(polynomial, t, h, w, w_next, ks):
         """`∫ q̇ dt` over the step from `t` by `h`, with `w` from the step's dense
         output (the solver's interpolation of its stages)."""
         increments = jtu.tree_map(lambda K: h * K, ks)
@@ -132,14 +131,14 @@ def integrate_along_steps(
 
         def qdot(fraction):
             s = t + fraction * h
-            return adjoint_rates(k, s, interpolation.evaluate(s))[1]
+            return adjoint_rates(polynomial, s, interpolation.evaluate(s))[1]
 
         values = jax.vmap(qdot)(fractions)
         return jtu.tree_map(
             lambda v: h * jnp.tensordot(gauss_weights, v, axes=1), values
         )
 
-    def attempt(k, t, w, first, h):
+    def attempt(polynomial, t, w, first, h):
         """One Runge–Kutta step of `(w, q)` from `t` by `h < 0`: `w` there, its
         error estimate, the increment of `q` and the last stage. The stages are a
         `lax.scan` (compiled once, not once per stage), which every differentiation
@@ -153,7 +152,7 @@ def integrate_along_steps(
         def stage(carry, j):
             ks, increment, _ = carry
             y = jtu.tree_map(lambda w, K: w + h * jnp.tensordot(a[j], K, axes=1), w, ks)
-            kj, qj = rates(k, t + c[j] * h, y)
+            kj, qj = rates(polynomial, t + c[j] * h, y)
             ks = jtu.tree_map(lambda K, v: K.at[j].set(v), ks, kj)
             increment = jtu.tree_map(lambda acc, v: acc + h * b[j] * v, increment, qj)
             return (ks, increment, qj), None
@@ -164,7 +163,7 @@ def integrate_along_steps(
         w_next = jtu.tree_map(lambda w, d: w + h * d, w, weighted(b, ks))
         error = jtu.tree_map(lambda d: h * d, weighted(b_error, ks))
         if quadrature_nodes:
-            increment = quadrature(k, t, h, w, w_next, ks)
+            increment = quadrature(polynomial, t, h, w, w_next, ks)
         last_stage = (jtu.tree_map(lambda K: K[-1], ks), q_last)
         return w_next, error, increment, last_stage
 
@@ -173,19 +172,23 @@ def integrate_along_steps(
         # Under `vmap` a member that has finished (`k = −1`) runs on, its updates
         # discarded: it reads the first step's polynomial, not a row past the end.
         k = jnp.maximum(k, 0)
+        # Looked up once per attempt, not once per stage.
+        polynomial = dense_output.polynomial(dense, k)
         if fsal:
             # After a jump the first stage is evaluated afresh (under `vmap` every
             # iteration pays for it). Correcting the last stage by linearity instead
             # (`ẇ_lin(x̄)` per slot before the loop, the `q̇` part by one batched VJP
             # after it) was measured: the two extra passes cost what they saved.
-            first = jax.lax.cond(jumped, lambda: rates(k, t, w), lambda: first)
+            first = jax.lax.cond(jumped, lambda: rates(polynomial, t, w), lambda: first)
         else:
-            first = rates(k, t, w)
+            first = rates(polynomial, t, w)
         t_k = dense.ts[k]
         # The step lands on `t_k`: tried whole, or shorter than the proposal from there.
         lands = whole | (t - dt <= t_k)
         t_next = jnp.where(lands, t_k, t - dt)
-        w_next, error, increment, last_stage = attempt(k, t, w, first, t_next - t)
+        w_next, error, increment, last_stage = attempt(
+            polynomial, t, w, first, t_next - t
+        )
         keep, tau0, tau1, _, pid, _ = controller.adapt_step_size(
             -t, -t_next, w, w_next, None, error, error_order, pid
         )
@@ -225,7 +228,7 @@ def integrate_along_steps(
     # Without first same as last, every step evaluates its first stage: `(w, q)`
     # only gives the carry its structure.
     if fsal:
-        first = rates(jnp.maximum(last, 0), t_end, w)
+        first = rates(dense_output.polynomial(dense, jnp.maximum(last, 0)), t_end, w)
     else:
         first = (w, None if quadrature_nodes else q)
     state = (
