@@ -17,7 +17,7 @@ from jaxtyping import PyTree
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
 from ._differentiation_mode import inner_adjoint
-from ._errors import raise_if_failed
+from ._errors import raise_or_nan
 from ._jumps import Jumps, below
 from ._options import Options
 
@@ -73,10 +73,7 @@ def solve_backwards(
         progress_meter=options.progress_meter,
     )
     flat_left = solution.ys[-1]
-    if options.throw:
-        flat_left = raise_if_failed(solution.result, flat_left)
-    failed = solution.result != diffrax.RESULTS.successful
-    y_left = unravel(jnp.where(failed, jnp.nan, flat_left))
+    y_left = unravel(raise_or_nan(solution.result, flat_left, options.throw))
     steps = solution.stats["num_accepted_steps"]
     if not dense:
         return y_left, steps

@@ -93,6 +93,15 @@ def raise_if_failed(result: diffrax.RESULTS, value: PyTree) -> PyTree:
     return result.error_if(value, result != diffrax.RESULTS.successful)
 
 
+def raise_or_nan(result: diffrax.RESULTS, value: PyTree, throw: bool) -> PyTree:
+    """`value` from a solve whose outcome is `result`: if it failed, raising
+    diffrax's message at run time (`throw`, `raise_if_failed`) or NaN."""
+    if throw:
+        return raise_if_failed(result, value)
+    failed = result != diffrax.RESULTS.successful
+    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
+
+
 def check_finite_outputs(outputs: PyTree) -> PyTree:
     message = (
         "The forward solve produced a non-finite cost or state (NaN or inf): the "

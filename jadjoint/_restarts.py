@@ -33,7 +33,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 from ._differentiation_mode import under_forward_mode
-from ._errors import raise_if_failed
+from ._errors import raise_if_failed, raise_or_nan
 from ._forward import STATISTICS, Forward, augmented_rates, cost_dtype
 from ._options import Options
 from ._restart_state import (
@@ -223,11 +223,7 @@ def span_restarts(
     )
     result = diffrax.RESULTS.where(short, diffrax.RESULTS.max_steps_reached, result)
     restarts = eqx.tree_at(lambda r: r.count, restarts, end.count)
-    if options.throw:
-        return raise_if_failed(result, restarts)
-    failed = result != diffrax.RESULTS.successful
-    rows = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), restarts._rows())
-    return restarts._with_rows(rows)
+    return restarts._with_rows(raise_or_nan(result, restarts._rows(), options.throw))
 
 
 def segment_dense(
@@ -260,8 +256,5 @@ def segment_dense(
         return forward.dense, diffrax.RESULTS.successful
 
     dense, result = jax.lax.cond(kept, kept_dense, regenerated)
-    if options.throw:
-        return raise_if_failed(result, dense)
-    failed = result != diffrax.RESULTS.successful
-    infos = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), dense.infos)
+    infos = raise_or_nan(result, dense.infos, options.throw)
     return eqx.tree_at(lambda d: d.infos, dense, infos)

@@ -38,7 +38,7 @@ from jaxtyping import Array, PyTree
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
 from ._differentiation_mode import under_forward_mode
-from ._errors import raise_if_failed
+from ._errors import raise_or_nan
 from ._jumps import StepJumps
 from ._options import Options
 
@@ -264,8 +264,5 @@ def integrate_along_steps(
     result = diffrax.RESULTS.where(
         failed, diffrax.RESULTS.max_steps_reached, diffrax.RESULTS.successful
     )
-    if options.throw:
-        w = raise_if_failed(result, w)
-    else:
-        w, q = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w, q))
+    w, q = raise_or_nan(result, (w, q), options.throw)
     return w, q, steps
