@@ -1,24 +1,28 @@
-"""One backward solve of the adjoint over a segment, on diffrax, and the adjoint's
+"""The backward solves of the adjoint over a segment, on diffrax, and the adjoint's
 rates along a forward dense interpolation: the backward pass wherever the
 observations are not injected at forward step starts (`_stepwise.py` is the one
 where they are).
 
-The backward pass integrates `(v, q)` with `v = w + o(t)` the adjoint with its
-save-time jumps folded in (`_jumps.py`), so that save times cost one step end each
-rather than one solve each.
+A segment is integrated by one diffrax solve per interval between the save times
+inside it, `w` jumping at each (`_jumps.py`); the step size is carried from one
+solve to the next.
 """
 
+from collections.abc import Callable
+
 import diffrax
+import equinox.internal as eqxi
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from . import _dense_output as dense_output
 from ._adjoint import AdjointSystem
-from ._differentiation_mode import inner_adjoint
+from ._differentiation_mode import inner_adjoint, under_forward_mode
 from ._errors import raise_or_nan
-from ._jumps import Jumps, below
+from ._jumps import Jumps
 from ._options import Options
 
 
@@ -31,21 +35,19 @@ def solve_backwards(
     dt0,
     args,
     options: Options,
-    jumps: Jumps,
     carries_q: bool = True,
     dense: bool = False,
 ):
-    """`y(t_left)` from `y(t_right)`, `t_left < t_right`, by one diffrax solve in
-    reversed time that steps to every save time in between, and the number of accepted
-    steps; with `dense`, also the diffrax solution (of the flat state) and the
-    function that unflattens its values. A failed solve that does not raise
-    (`throw=False`) gives NaN.
+    """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`, by one diffrax solve in
+    reversed time, and the number of accepted steps; with `dense`, also the diffrax
+    solution (of the flat state) and the function that unflattens its values. A
+    failed solve that does not raise (`throw=False`) gives NaN.
 
     With `carries_q`, `y` is a tuple ending with the parameter integral `q`, which the
-    error control ignores. The solve may take `max_steps` steps plus one per save
-    time. diffrax steps a flat copy of `y`: a Runge–Kutta step then costs a few array
-    operations, not a few per leaf of `y` (a neural network's parameters in `q` have
-    many leaves, and on CPU each operation in the loop carries a fixed cost)."""
+    error control ignores. diffrax steps a flat copy of `y`: a Runge–Kutta step then
+    costs a few array operations, not a few per leaf of `y` (a neural network's
+    parameters in `q` have many leaves, and on CPU each operation in the loop
+    carries a fixed cost)."""
     flat_right, unravel = jax.flatten_util.ravel_pytree(y_right)
     controlled = None
     if carries_q:
@@ -56,18 +58,17 @@ def solve_backwards(
     def flat_rates(t, y, args):
         return jax.flatten_util.ravel_pytree(rates(t, unravel(y), args))[0]
 
-    controller = jumps.controller(options.controller(controlled), t_left, t_right)
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(flat_rates),
         options.solver,
-        jnp.maximum(below(t_right), t_left),
+        t_right,
         t_left,
         -dt0,
         flat_right,
         args=args,
         saveat=diffrax.SaveAt(t1=True, dense=dense),
-        stepsize_controller=controller,
-        max_steps=options.max_steps + jumps.count,
+        stepsize_controller=options.controller(controlled),
+        max_steps=options.max_steps,
         adjoint=inner_adjoint(),
         throw=False,
         progress_meter=options.progress_meter,
@@ -80,15 +81,62 @@ def solve_backwards(
     return y_left, steps, solution, unravel
 
 
+def next_step_guess(dt, length, steps):
+    """The backward step size carried into the next solve: the mean accepted step
+    of this one when it took several; when it took one, that step was accepted, so the
+    guess is at least the length solved over."""
+    several = length / jnp.maximum(steps, 1)
+    return jnp.where(steps >= 2, several, jnp.maximum(dt, length))
+
+
+def solve_across_saves(
+    solve: Callable, y: tuple, *, w_at: int, jumps: Jumps, segment, dt0
+):
+    """`y(t_left)` from `y(t_right)` over `segment = [t_left, t_right]`, and the
+    number of accepted steps: one `solve(y, *, t_right, t_left, dt0) -> (y, steps)` per
+    interval between the save times in `(t_left, t_right]`, and the jump of
+    `w = y[w_at]` at each save time where a solve arrives. A save time at `t_right`
+    is jumped at before any solve; one at `t_left` belongs to the next segment to
+    the left.
+
+    The loop runs once per save time inside and once more to `t_left` (a solve of
+    zero length where a save time sits on `t_right`); its kind follows the
+    differentiation mode, as in `_sweep.py`."""
+    t_left, t_right = segment.t_left, segment.t_right
+    first, end = jumps.inside(t_left, t_right)
+
+    def body(carry):
+        i, t, y, dt, steps = carry
+        saves = i >= first
+        t_to = jnp.where(saves, jumps.ts[jnp.maximum(i, 0)], t_left)
+        y, taken = solve(y, t_right=t, t_left=t_to, dt0=dt)
+        w = jumps.jump(y[w_at], jnp.maximum(i, 0))
+        w = jtu.tree_map(lambda a, b: jnp.where(saves, a, b), w, y[w_at])
+        y = (*y[:w_at], w, *y[w_at + 1 :])
+        dt = jnp.where(taken > 0, next_step_guess(dt, t - t_to, taken), dt)
+        return i - 1, t_to, y, dt, steps + taken
+
+    def cond(carry):
+        i, t, *_ = carry
+        return (i >= first) | (t > t_left)
+
+    if jumps.xbar is None:
+        return solve(y, t_right=t_right, t_left=t_left, dt0=dt0)
+    _, _, y, _, steps = eqxi.while_loop(
+        cond,
+        body,
+        (end - 1, t_right, y, dt0, jnp.zeros((), jnp.int32)),
+        max_steps=jumps.ts.shape[0] + 1,
+        kind="lax" if under_forward_mode() else "checkpointed",
+    )
+    return y, steps
+
+
 def rates_along(
-    system: AdjointSystem,
-    interpolation: diffrax.DenseInterpolation,
-    jumps: Jumps,
-    v: PyTree,
-    t,
+    system: AdjointSystem, interpolation: diffrax.DenseInterpolation, w: PyTree, t
 ):
     """`(ẋ, ẇ, q̇)` at `t` with `x(t)` from the forward dense `interpolation` (its
-    derivative starts Newton for an implicit `h`) and `w = v − o(t)`."""
+    derivative starts Newton for an implicit `h`)."""
     x = dense_output.evaluate(interpolation, t)[0]
     guess = lambda: dense_output.derivative(interpolation, t)[0]
-    return system.rates(x, jumps.w(v, t), t, guess)
+    return system.rates(x, w, t, guess)

@@ -1,75 +1,59 @@
-"""The save-time jumps of the adjoint, folded into a continuous variable.
+"""The save-time jumps of the adjoint, applied where the backward solve reaches them.
 
-`w` jumps at every save time, `w(t_i⁻) = w(t_i⁺) − x̄_i` (DESIGN.md §2). Stopping the
-backward solve at each save time to apply the jump costs a whole `diffeqsolve` per save
-interval. Instead the backward solves integrate
+`w` jumps at every save time, `w(t_i⁻) = w(t_i⁺) − x̄_i` ([the adjoint
+equations][the-adjoint-equations]). Where the observations are not injected through
+the forward steps (`_injection.py`), the backward pass ends a diffrax solve at each
+save time and applies the jump to `w` itself (`_backward.solve_across_saves`).
 
-    v(t) = w(t) + o(t),   o(t) = Σ_{t_i > t} x̄_i,
-
-which is continuous (the jump of `w` and that of `o` cancel) and obeys the adjoint ODE
-with `w = v − o(t)` substituted: a vector field that is discontinuous in `t` only, at
-known times. diffrax integrates such fields across the jumps in one solve when the
-times are given to `diffrax.ClipStepSizeController(jump_ts=...)`: it ends a step at
-`prevbefore(t_i)` and starts the next at `nextafter(t_i)` (re-evaluating the vector
-field of an FSAL solver), so every evaluation sees `o` on the correct side.
+Why not fold the jumps into one continuous variable `v = w + Σ_{t_i > t} x̄_i` and
+solve across them in one go: `v` then carries the sum of the cotangents still ahead,
+which can be orders of magnitude larger than `w` (a loss that weights a small state
+by 1e4). Its error control then measures `w` against the size of `v`, and `w = v − o`
+loses those digits to cancellation; an implicit solver's Newton iteration on `v` can
+no longer converge to its tolerance, and on stiff kinetics (Robertson with a loss on
+its saved states) the backward solve stalled at `max_steps`.
 """
 
-import diffrax
 import equinox as eqx
-import equinox.internal as eqxi
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 
 class Jumps(eqx.Module):
-    """The save times `t_i` and the suffix sums `s_k = Σ_{i ≥ k} x̄_i` (`s_N = 0`), so
-    that `o(t) = s_k` with `k` the number of save times `≤ t`. `suffix` is `None` when
-    the saved states are not differentiated: then `v = w`."""
+    """The save times `ts` and the cotangents `xbar` of the states saved there (rows
+    of each leaf; `None` when the saved states are not differentiated), for a
+    backward pass from `T` to `t0`."""
 
+    t0: Array
     ts: Array
-    suffix: PyTree | None
+    xbar: PyTree | None
 
-    @classmethod
-    def from_cotangents(cls, ts: Array, xbar: PyTree | None) -> "Jumps":
-        if xbar is None:
-            return cls(ts, None)
+    def inside(self, t_left, t_right) -> tuple[Array, Array]:
+        """`(first, end)`: the save times in `(t_left, t_right]` are
+        `ts[first:end]`. A save time at a boundary between two backward solves
+        belongs to the one on its left, where the solve from the right arrives."""
+        first = jnp.searchsorted(self.ts, t_left, side="right")
+        end = jnp.searchsorted(self.ts, t_right, side="right")
+        return first, end
 
-        def suffix_sums(rows):
-            sums = jnp.cumsum(rows[::-1], axis=0)[::-1]
-            return jnp.concatenate([sums, jnp.zeros_like(rows[:1])])
+    def jump(self, w: PyTree, i) -> PyTree:
+        """`w(t_i⁻) = w(t_i⁺) − x̄_i`."""
+        if self.xbar is None:
+            return w
+        return jtu.tree_map(lambda a, rows: a - rows[i], w, self.xbar)
 
-        return cls(ts, jtu.tree_map(suffix_sums, xbar))
-
-    def w(self, v: PyTree, t) -> PyTree:
-        """`w(t) = v(t) − o(t)`."""
-        if self.suffix is None:
-            return v
-        k = jnp.searchsorted(self.ts, t, side="right")
-        return jtu.tree_map(lambda a, s: a - s[k], v, self.suffix)
-
-    def w_at_start(self, v0: PyTree) -> PyTree:
-        """`w(t0)` after every jump, save times at `t0` included: `v(t0) − s_0`."""
-        if self.suffix is None:
-            return v0
-        return jtu.tree_map(lambda a, s: a - s[0], v0, self.suffix)
-
-    @property
-    def count(self) -> int:
-        return 0 if self.suffix is None else self.ts.shape[0]
-
-    def controller(
-        self, controller: diffrax.PIDController, t_left, t_right
-    ) -> diffrax.AbstractStepSizeController:
-        """`controller`, made to step exactly to the save times strictly inside
-        `(t_left, t_right)`; the others are moved to infinity, where they never
-        clip a step."""
-        if self.suffix is None:
-            return controller
-        inside = (self.ts > t_left) & (self.ts < t_right)
-        jump_ts = jnp.where(inside, self.ts, jnp.inf)
-        return diffrax.ClipStepSizeController(controller, jump_ts=jump_ts)
+    def w_at_start(self, w: PyTree) -> PyTree:
+        """`w(t0)` after the jumps of the save times at `t0`, which no backward
+        solve arrives at."""
+        if self.xbar is None:
+            return w
+        at_start = self.ts == self.t0
+        return jtu.tree_map(
+            lambda a, rows: a - jnp.tensordot(at_start.astype(rows.dtype), rows, 1),
+            w,
+            self.xbar,
+        )
 
 
 class StepJumps(eqx.Module):
@@ -122,11 +106,3 @@ def rows_where(keep: Array, tree: PyTree) -> PyTree:
         return jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, 0)
 
     return jtu.tree_map(leaf, tree)
-
-
-def below(t: jax.Array) -> jax.Array:
-    """The float just below `t`, where a backward solve from a save time `t` starts:
-    the side on which that save time's jump has been applied. Its derivative is 1
-    (equinox's `prevbefore`), so that the solve's start moves with `t` when the
-    gradient is differentiated with respect to the times."""
-    return eqxi.prevbefore(t)

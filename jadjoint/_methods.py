@@ -9,13 +9,14 @@ instead differentiates through diffrax's steps.
 """
 
 import abc
+import functools
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._backward import rates_along, solve_backwards
+from ._backward import rates_along, solve_across_saves, solve_backwards
 from ._core import adjoint_solve
 from ._differentiation_mode import reverse_mode_only
 from ._forward import Forward
@@ -84,15 +85,15 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
 
 
 def _interpolating_rates(t, y, args):
-    v, _ = y
-    _, wdot, qdot = rates_along(*args, v, t)
+    system, dense = args
+    w, _ = y
+    _, wdot, qdot = rates_along(system, dense, w, t)
     return wdot, qdot
 
 
-def _backsolve_rates(t, y, args):
-    system, jumps = args
-    x, v, q = y
-    return system.rates(x, jumps.w(v, t), t)
+def _backsolve_rates(t, y, system):
+    x, w, _ = y
+    return system.rates(x, w, t)
 
 
 def _solve_args(system) -> tuple:
@@ -127,7 +128,7 @@ class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
 
     def observations(self, *, system, forward, t0, ts, xbar, times, options):
         if not injects_through(options.solver, times):
-            return Jumps.from_cotangents(ts, xbar), None
+            return Jumps(t0, ts, xbar), None
         # Injected through each segment's steps, once it is regenerated.
         return SavedCotangents(t0, ts, xbar), None
 
@@ -219,15 +220,17 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
             return integrate_injected(
                 system, dense, jumps, segment, v=v, q=q, options=options
             )
-        (v, q), steps = solve_backwards(
-            _interpolating_rates,
+        solve = functools.partial(
+            solve_backwards, _interpolating_rates, args=(system, dense), options=options
+        )
+
+        (v, q), steps = solve_across_saves(
+            solve,
             (v, q),
-            t_right=segment.t_right,
-            t_left=segment.t_left,
-            dt0=dt0,
-            args=(system, dense, jumps),
-            options=options,
+            w_at=0,
             jumps=jumps,
+            segment=segment,
+            dt0=dt0,
         )
         return v, q, steps
 
@@ -252,17 +255,19 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
         return Segment.between(t0, t1, x0, forward.x_last, (storage.times, xs))
 
     def observations(self, *, system, forward, t0, ts, xbar, times, options):
-        return Jumps.from_cotangents(ts, xbar), None
+        return Jumps(t0, ts, xbar), None
 
     def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
-        (_, v, q), steps = solve_backwards(
-            _backsolve_rates,
+        solve = functools.partial(
+            solve_backwards, _backsolve_rates, args=system, options=options
+        )
+
+        (_, v, q), steps = solve_across_saves(
+            solve,
             (segment.x_right, v, q),
-            t_right=segment.t_right,
-            t_left=segment.t_left,
-            dt0=dt0,
-            args=(system, jumps),
-            options=options,
+            w_at=1,
             jumps=jumps,
+            segment=segment,
+            dt0=dt0,
         )
         return v, q, steps

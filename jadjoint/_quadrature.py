@@ -7,32 +7,32 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._backward import rates_along, solve_backwards
+from ._backward import rates_along, solve_across_saves, solve_backwards
 from ._batches import over_batches
 from ._jumps import SavedCotangents
 from ._methods import SEGMENT_STEPS, AbstractSegmentedAdjoint, integrate_injected
 from ._stepwise import gauss_legendre
 
 
-def _v_rates(t, v, args):
-    return rates_along(*args, v, t)[1]
+def _w_rates(t, w, args):
+    return rates_along(*args, w, t)[1]
 
 
 STEPS_PER_BATCH = 16
 
 
-def _integral_over_steps(system, dense, jumps, backward, unravel, nodes: int) -> PyTree:
+def _integral_over_steps(system, dense, backward, unravel, nodes: int) -> PyTree:
     """`∫ q̇ dt` over the backward solve's accepted steps, by `nodes`-point
     Gauss–Legendre quadrature on each step (exact for polynomials of degree
-    `2 nodes − 1`), with `w` from the backward dense output. No step straddles a jump
-    of `w`, so `w` is smooth on each. The steps are taken `STEPS_PER_BATCH` at a
-    time, all their nodes through one vmapped VJP."""
+    `2 nodes − 1`), with `w` from the backward dense output. The solve ends at the
+    jumps of `w`, so `w` is smooth on each step. The steps are taken
+    `STEPS_PER_BATCH` at a time, all their nodes through one vmapped VJP."""
     fractions, weights = gauss_legendre(nodes)
     interpolation = backward.interpolation
     times = interpolation.ts * interpolation.direction
 
     def qdot(t):
-        return rates_along(system, dense, jumps, unravel(backward.evaluate(t)), t)[2]
+        return rates_along(system, dense, unravel(backward.evaluate(t)), t)[2]
 
     def batch(k, real, total):
         k = jnp.where(real, k, 0)
@@ -92,20 +92,29 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
                 options=options,
                 nodes=self.nodes,
             )
-        v, steps, backward, unravel = solve_backwards(
-            _v_rates,
-            v,
-            t_right=segment.t_right,
-            t_left=segment.t_left,
-            dt0=dt0,
-            args=(system, dense, jumps),
-            options=options,
+
+        def solve(y, **interval):
+            w, q = y
+            w, steps, backward, unravel = solve_backwards(
+                _w_rates,
+                w,
+                **interval,
+                args=(system, dense),
+                options=options,
+                carries_q=False,
+                dense=True,
+            )
+            integral = _integral_over_steps(
+                system, dense, backward, unravel, self.nodes
+            )
+            return (w, jtu.tree_map(jnp.subtract, q, integral)), steps
+
+        (v, q), steps = solve_across_saves(
+            solve,
+            (v, q),
+            w_at=0,
             jumps=jumps,
-            carries_q=False,
-            dense=True,
+            segment=segment,
+            dt0=dt0,
         )
-        integral = _integral_over_steps(
-            system, dense, jumps, backward, unravel, self.nodes
-        )
-        q = jtu.tree_map(jnp.subtract, q, integral)
         return v, q, steps

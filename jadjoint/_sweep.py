@@ -9,19 +9,12 @@ import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from ._adjoint import AdjointSystem
+from ._backward import next_step_guess
 from ._differentiation_mode import under_forward_mode
 from ._forward import Forward
 from ._jumps import Jumps
 from ._options import Options
 from ._segments import Segment
-
-
-def _next_step_guess(dt, length, steps):
-    """The backward step size carried into the next segment: the mean accepted step
-    of this one when it took several; when it took one, that step was accepted, so the
-    guess is at least the segment length."""
-    several = length / jnp.maximum(steps, 1)
-    return jnp.where(steps >= 2, several, jnp.maximum(dt, length))
 
 
 def backward_sweep(
@@ -66,7 +59,7 @@ def backward_sweep(
             dt0=dt,
             options=options,
         )
-        return v, q, _next_step_guess(dt, segment.t_right - segment.t_left, steps)
+        return v, q, next_step_guess(dt, segment.t_right - segment.t_left, steps)
 
     def integrate_all(segments, v, q, dt):
         def step(carry):
