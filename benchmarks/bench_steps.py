@@ -3,9 +3,10 @@ default `InterpolatingAdjoint()` on the suite's explicit problems (one trajector
 each; the training step's first member).
 
 The backward pass's step count is internal to the reverse rule, so this script
-records it by wrapping jadjoint's backward loop (`jadjoint._stepwise`, reached from
-`jadjoint._methods`) with a `jax.debug.callback`: instrumentation for a measurement,
-not an API. The forward count is `Solution.stats["num_accepted_steps"]`.
+records it by wrapping jadjoint's backward loop (`jadjoint._backward._along_steps`,
+reached from `jadjoint._adjoint._interpolating`) with a `jax.debug.callback`:
+instrumentation for a measurement, not an API. The forward count is
+`Solution.stats["num_accepted_steps"]`.
 
 Run: python benchmarks/bench_steps.py   (writes benchmarks/results/steps_cpu.md)
 """
@@ -32,7 +33,7 @@ from _problems import (  # noqa: E402
 )
 
 import jadjoint as ja  # noqa: E402
-import jadjoint._methods as methods  # noqa: E402
+import jadjoint._adjoint._interpolating as methods  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "steps_cpu.md"
 recorded: list[int] = []

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ._discretise import DiscretiseThenOptimise
+from ._adjoint import DiscretiseThenOptimise
 from ._solve import differentiated_by
 
 

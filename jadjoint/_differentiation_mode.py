@@ -38,6 +38,13 @@ def under_forward_mode() -> bool:
     return False
 
 
+def loop_kind() -> str:
+    """The kind of `equinox.internal.while_loop` of a loop that the derivative goes
+    through: `"lax"` under forward mode, which allows no other; else
+    `"checkpointed"`, which reverse mode (reverse over reverse) allows."""
+    return "lax" if under_forward_mode() else "checkpointed"
+
+
 def inner_adjoint() -> diffrax.AbstractAdjoint:
     """The diffrax adjoint of an inner solve: see the module docstring."""
     if under_forward_mode():

@@ -4,7 +4,7 @@ Checks on shapes and structures run at trace time (`jax.eval_shape`, no FLOPs); 
 on values run eagerly when the values are concrete and, where they can only be known at
 run time, through `eqx.error_if` so that they also work under `jit` and `vmap`. The
 checks of `solve`'s arguments are in `_validation.py`; each problem form checks its
-own functions' outputs (`_dynamics.py` and the modules of the forms).
+own functions' outputs (`jadjoint/_problem/`).
 """
 
 import diffrax

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import ArrayLike, PyTree, Real
 
+from ._adjoint import AbstractAdjointMethod, InterpolatingAdjoint
 from ._differentiation_mode import reverse_mode_only, under_forward_mode
 from ._inputs import parameter_arrays, state_arrays
-from ._methods import AbstractAdjointMethod, InterpolatingAdjoint
 from ._problem import Problem
 from ._solve import solve
 

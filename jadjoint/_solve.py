@@ -13,14 +13,12 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
-from ._dae import StateSpaceForm, consistent_initialisation
-from ._dynamics import AbstractDAE
+from ._adjoint import AbstractAdjointMethod, InterpolatingAdjoint
 from ._errors import not_all_finite
 from ._forward import consistent_initial_state
 from ._inputs import parameter_arrays, state_arrays
-from ._methods import AbstractAdjointMethod, InterpolatingAdjoint
 from ._options import Options
-from ._problem import Problem
+from ._problem import AbstractDAE, Problem, StateSpaceForm, consistent_initialisation
 from ._results import RESULTS, failure_if, first_failure
 from ._validation import (
     check_finite_inputs,

@@ -15,8 +15,8 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
+from ._adjoint import AbstractAdjointMethod
 from ._errors import concrete_value, not_all_finite
-from ._methods import AbstractAdjointMethod
 from ._problem import Problem
 
 

@@ -1,5 +1,6 @@
-"""The backward pass's steps (`_stepwise.py`): each forward step tried whole, so that
-the adjoint's discretisation stays consistent with the forward solution's."""
+"""The backward pass's steps (`jadjoint/_backward/_along_steps.py`): each forward step
+tried whole, so that the adjoint's discretisation stays consistent with the forward
+solution's."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import jadjoint as ja
-import jadjoint._methods as methods
+import jadjoint._adjoint._interpolating as methods
 
 T = 350.0  # 55 periods
 

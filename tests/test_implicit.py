@@ -9,7 +9,7 @@ import pytest
 from helpers import max_relative_error, reference_solve
 
 import jadjoint as ja
-import jadjoint._implicit
+import jadjoint._problem._implicit
 
 TOL = 1e-9
 GRAD_RTOL = 1e-6
@@ -233,7 +233,7 @@ def test_vmap_over_parameters_of_implicit_problem():
 
 # --- large states: matrix-free solves with h_ẋ --------------------------------------
 
-LARGE_N = 2 * jadjoint._implicit.DENSE_LIMIT
+LARGE_N = 2 * jadjoint._problem._implicit.DENSE_LIMIT
 
 
 def large_h(x, xdot, p, t):
@@ -254,7 +254,7 @@ def test_large_state_is_matrix_free(monkeypatch):
     shape = f"f64[{LARGE_N},{LARGE_N}]"
     assert shape not in str(jax.make_jaxpr(jax.grad(large_loss))(0.5))
     matrix_free = jax.jit(jax.grad(large_loss))(0.5)
-    monkeypatch.setattr(jadjoint._implicit, "DENSE_LIMIT", 10 * LARGE_N)
+    monkeypatch.setattr(jadjoint._problem._implicit, "DENSE_LIMIT", 10 * LARGE_N)
     assert shape in str(jax.make_jaxpr(jax.grad(large_loss))(0.5))
     dense = jax.jit(jax.grad(large_loss))(0.5)
     assert float(matrix_free) == pytest.approx(float(dense), rel=1e-6)

@@ -11,7 +11,7 @@ import pytest
 from helpers import ALL_ADJOINTS, max_relative_error, reference_solve
 
 import jadjoint as ja
-from jadjoint._restarts import REGENERATION_SLACK
+from jadjoint._forward._restarts import REGENERATION_SLACK
 
 MAX_STEPS = 1000
 

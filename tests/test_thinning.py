@@ -9,7 +9,7 @@ from helpers import max_relative_error
 from test_methods import P, loss, problem
 
 import jadjoint as ja
-import jadjoint._restart_state as restart_state
+import jadjoint._forward._restart_state as restart_state
 
 
 def members_gradients(adjoint):

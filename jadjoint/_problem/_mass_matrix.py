@@ -15,10 +15,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array
 
+from .._errors import check_returns_like_state, checked_solve, not_all_finite
+from .._results import RESULTS, SINGULAR_MASS, failure_if
 from ._dae import IndexOneDAE, MassSplit
 from ._dynamics import AbstractDAE, AbstractODE, Solving, closure_converted
-from ._errors import check_returns_like_state, checked_solve, not_all_finite
-from ._results import RESULTS, SINGULAR_MASS, failure_if
 
 
 def _residual(mass, vector_field, x, xdot, p, t):

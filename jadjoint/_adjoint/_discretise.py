@@ -5,8 +5,8 @@ adjoint methods and `check_grad`'s independent reference."""
 import diffrax
 import equinox as eqx
 
-from ._forward import integrate
-from ._methods import AbstractAdjointMethod
+from .._forward import integrate
+from ._method import AbstractAdjointMethod
 
 
 class DiscretiseThenOptimise(AbstractAdjointMethod):

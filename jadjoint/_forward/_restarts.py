@@ -1,6 +1,6 @@
-"""Two-level storage (DESIGN.md §3b): the forward solve in segments of at most `B`
-steps with a restartable solver state stored at the start of each, and one segment's
-dense output regenerated at a time on the backward pass.
+"""Two-level storage (`docs/how-it-works.md`): the forward solve in segments of at
+most `B` steps with a restartable solver state stored at the start of each, and one
+segment's dense output regenerated at a time on the backward pass.
 
 diffrax's dense output is a buffer of `max_steps` rows whatever the steps taken, and
 under `jax.vmap` each step of the loop selects over all of it for every member. Here
@@ -32,10 +32,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from ._differentiation_mode import under_forward_mode
-from ._errors import raise_if_failed, raise_or_nan
-from ._forward import STATISTICS, Forward, augmented_rates, cost_dtype
-from ._options import Options
+from .._differentiation_mode import loop_kind
+from .._errors import raise_if_failed, raise_or_nan
+from .._options import Options
+from .._results import RESULTS
+from ._integrate import STATISTICS, Forward, augmented_rates, cost_dtype
 from ._restart_state import (
     Restarts,
     following_restart,
@@ -43,7 +44,6 @@ from ._restart_state import (
     storage_rows,
     stored,
 )
-from ._results import RESULTS
 
 # A regenerated segment may take this many more steps than the forward one did:
 # the same steps, but compiled in another place, rounding may differ in the last bit.
@@ -170,7 +170,7 @@ def integrate_in_segments(
         body,
         state,
         max_steps=-(-options.max_steps // steps),
-        kind="lax" if under_forward_mode() else "checkpointed",
+        kind=loop_kind(),
     )
     meter.close(state["meter"])
     end = state["restart"]
@@ -219,7 +219,7 @@ def span_restarts(
         body,
         state,
         max_steps=rows,
-        kind="lax" if under_forward_mode() else "checkpointed",
+        kind=loop_kind(),
     )
     result = diffrax.RESULTS.where(short, diffrax.RESULTS.max_steps_reached, result)
     restarts = eqx.tree_at(lambda r: r.count, restarts, end.count)

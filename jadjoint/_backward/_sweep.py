@@ -8,13 +8,12 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._adjoint import AdjointSystem
-from ._backward import next_step_guess
-from ._differentiation_mode import under_forward_mode
-from ._forward import Forward
+from .._differentiation_mode import loop_kind
+from .._forward import Forward, Segment
+from .._options import Options
+from ._diffrax_solves import next_step_guess
 from ._jumps import Jumps
-from ._options import Options
-from ._segments import Segment
+from ._system import AdjointSystem
 
 
 def backward_sweep(
@@ -46,7 +45,7 @@ def backward_sweep(
     t_end = segments.t_right[segments.count - 1]
     span = t_end - segments.t_left[0]
     span = jnp.where(span > 0, span, 1)
-    kind = "lax" if under_forward_mode() else "checkpointed"
+    kind = loop_kind()
 
     def integrate(segment, v, q, dt):
         v, q, steps = method.integrate_segment(

@@ -4,8 +4,8 @@ Every form is an `h` (calling it gives the residual); what the passes need from 
 differs by form, and each final class implements just that:
 
 - an ODE form (`AbstractODE`: `h_ẋ` nonsingular) gives `ẋ` to the forward solve, and
-  to the adjoint of DESIGN.md §2 the pair it differentiates: the function whose VJP
-  gives `(ẇ, q̇)` and its cotangent, `λ = h_ẋ^{-ᵀ} w`;
+  to the adjoint (`docs/how-it-works.md`) the pair it differentiates: the function
+  whose VJP gives `(ẇ, q̇)` and its cotangent, `λ = h_ẋ^{-ᵀ} w`;
   - `ExplicitDynamics`: `h = ẋ − φ(x, p, t)`; `ẋ = φ`, and the VJP is of `φ` with
     cotangent `−w` (`h_ẋ = I`, `λ = w`);
   - `ImplicitDynamics` (`_implicit.py`): a general `h`; `ẋ` by Newton, `λ` by a
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._errors import check_returns_like_state
-from ._results import RESULTS
+from .._errors import check_returns_like_state
+from .._results import RESULTS
 
 
 def closure_converted(fn: Callable | None, *args) -> Callable | None:

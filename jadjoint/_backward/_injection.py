@@ -1,5 +1,6 @@
 """The save-time cotangents injected through the forward step's interpolant
-(DESIGN.md §3a), so that the backward pass jumps at forward step starts only.
+(`docs/how-it-works.md`, "The jumps"), so that the backward pass jumps at forward
+step starts only.
 
 A saved state is the interpolant of the forward step `k = [t_k, t_{k+1}]` that holds
 its time, `x(t_i) = I(D_k; t_i)`, and the step's dense information `D_k = D(x_k, p)`
@@ -23,12 +24,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from . import _dense_output as dense_output
-from ._adjoint import AdjointSystem
-from ._batches import over_batches
-from ._forward import step_dense_info
+from .._forward import step_dense_info
+from .._numerics import dense_output, over_batches
+from .._options import Options
 from ._jumps import StepJumps, rows_where
-from ._options import Options
+from ._system import AdjointSystem
 
 # The step VJPs are taken this many at a time, padded: under `vmap` every member runs
 # as many batches as the member with the most steps holding data. On the training

@@ -24,14 +24,13 @@ class Storage(eqx.Module):
 
 
 class Segment(eqx.Module):
-    """Backward segments `[t_left, t_right]` and the forward states at their ends,
-    batched (a leading axis on every field): `count` of the rows are used. `restart`:
-    the forward solver's state at each `t_left` when the forward pass ran in
-    segments (`_restarts.Restarts`), else `None`."""
+    """Backward segments `[t_left, t_right]` and the forward states at their right
+    ends, batched (a leading axis on every field): `count` of the rows are used.
+    `restart`: the forward solver's state at each `t_left` when the forward pass ran
+    in segments (`_restarts.Restarts`), else `None`."""
 
     t_left: Array
     t_right: Array
-    x_left: PyTree
     x_right: PyTree
     count: Array
     restart: PyTree = None
@@ -50,10 +49,9 @@ class Segment(eqx.Module):
             states,
             x1,
         )
-        left = jtu.tree_map(lambda a: a[:-1], states)
         right = jtu.tree_map(lambda a: a[1:], states)
         count = jnp.asarray(times.shape[0] - 1)
-        return cls(times[:-1], times[1:], left, right, count)
+        return cls(times[:-1], times[1:], right, count)
 
     @classmethod
     def from_restarts(cls, restarts, t_last, x_last: PyTree) -> "Segment":
@@ -68,12 +66,10 @@ class Segment(eqx.Module):
             where = following.reshape((-1,) + (1,) * (starts.ndim - 1))
             return jnp.where(where, shifted, last)
 
-        x_left = restarts.y[0]
         return cls(
             restarts.t,
             next_row(restarts.t, t_last),
-            x_left,
-            jtu.tree_map(next_row, x_left, x_last),
+            jtu.tree_map(next_row, restarts.y[0], x_last),
             restarts.used,
             restarts,
         )
@@ -87,7 +83,5 @@ class Segment(eqx.Module):
     def row(self, r) -> "Segment":
         """Segment `r`, with its restart state (if any)."""
         restart = None if self.restart is None else self.restart.row(r)
-        rows = jtu.tree_map(
-            lambda a: a[r], (self.t_left, self.t_right, self.x_left, self.x_right)
-        )
+        rows = jtu.tree_map(lambda a: a[r], (self.t_left, self.t_right, self.x_right))
         return Segment(*rows, self.count, restart)

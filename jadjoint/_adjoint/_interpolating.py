@@ -1,87 +1,29 @@
-"""The adjoint methods: how [`jadjoint.solve`][] is differentiated.
+"""`InterpolatingAdjoint`, and the base of the methods that read `x(t)` from the
+forward solve's dense output, stored in segments."""
 
-A continuous adjoint method (`AbstractContinuousAdjoint`) owns its plan: what the
-forward pass stores (`storage`), the segments the backward pass integrates one
-after the other (`segments`), and how it integrates `(v, q)` over one of them
-(`integrate_segment`), knowing `x(t)` in its own way; the `custom_vjp` (`_core.py`)
-and the sweep (`_sweep.py`) do the rest. [`jadjoint.DiscretiseThenOptimise`][]
-instead differentiates through diffrax's steps.
-"""
-
-import abc
 import functools
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import PyTree
 
-from ._backward import rates_along, solve_across_saves, solve_backwards
-from ._core import adjoint_solve
-from ._differentiation_mode import reverse_mode_only
-from ._forward import Forward
-from ._injection import injected_observations, injects_through
-from ._jumps import Jumps, SavedCotangents
-from ._restart_state import storage_rows
-from ._restarts import segment_dense, span_restarts
-from ._segments import Segment, Storage
-from ._stepwise import integrate_along_steps
+from .._backward import (
+    Jumps,
+    SavedCotangents,
+    injected_observations,
+    injects_through,
+    integrate_along_steps,
+    rates_along,
+    solve_across_saves,
+    solve_backwards,
+)
+from .._forward import Segment, Storage, segment_dense, span_restarts, storage_rows
+from ._method import AbstractContinuousAdjoint
 
-# The default `segment_steps`. Interleaved against diffrax RCA (Lotka–Volterra, about
-# 70 attempted steps, `vmap` over 256 members, 1 thread): 64 steps 0.58×, 128 1.01×,
-# 256 0.58× RCA's gradients per second. Too short, and the solve spans two segments
-# (one regenerated); too long, and under `vmap` every step selects over a dense
-# buffer that no longer fits in cache. Compiled memory from `max_steps` 4096 to
-# 65536 (the oscillator of `benchmarks/run.py`): 1.86×, 1.26×, 1.07×.
+# The default `segment_steps`: too short, and a solve spans several segments, all but
+# the last regenerated; too long, and under `vmap` every step selects over a dense
+# buffer that no longer fits in cache (the measurements: `docs/choosing.md`).
 SEGMENT_STEPS = 128
-
-
-class AbstractAdjointMethod(eqx.Module):
-    """Base class of the adjoint methods: how a solve is differentiated."""
-
-    @abc.abstractmethod
-    def differentiable_solve(
-        self, problem, p: PyTree, x0: PyTree, *, times, dt0, options
-    ) -> tuple:
-        """`(cost, xs, stats, result, (t_last, x_last))` of the ODE `problem` (its
-        callables closure-converted) from `x0` over `times = (t0, t1, ts)`,
-        differentiable by this method."""
-
-
-class AbstractContinuousAdjoint(AbstractAdjointMethod):
-    """A method that integrates [the adjoint ODE][the-adjoint-equations] backwards: the
-    reverse rule of a `custom_vjp`, segment by segment."""
-
-    def differentiable_solve(self, problem, p, x0, *, times, dt0, options):
-        inputs = (p, x0, problem, times)
-        return reverse_mode_only(lambda i: adjoint_solve(i, dt0, options, self), inputs)
-
-    @abc.abstractmethod
-    def storage(self, t0, t1, ts) -> Storage:
-        """What the forward pass keeps for the backward one, given the save times."""
-
-    @abc.abstractmethod
-    def segments(
-        self, storage: Storage, forward: Forward, *, t0, t1, x0: PyTree, xs: PyTree
-    ) -> Segment:
-        """The backward segments (batched, from `t0` to `T`) and the forward states
-        at their ends, from what the forward pass stored (`xs`: at the save times)."""
-
-    @abc.abstractmethod
-    def observations(
-        self, *, system, forward: Forward, t0, ts, xbar: PyTree | None, times, options
-    ) -> tuple[Jumps | SavedCotangents, PyTree | None]:
-        """How the cotangents `xbar` of the states saved at `ts` (in `[t0, T]`)
-        enter the backward pass: the jumps of `w`, and a direct contribution to the
-        gradient of `system.params.diff` (`None` if none). `times`: whether `t0`,
-        `t1` or `ts` are differentiated."""
-
-    @abc.abstractmethod
-    def integrate_segment(
-        self, *, system, forward: Forward, jumps, segment: Segment, v, q, dt0, options
-    ) -> tuple[PyTree, PyTree, jnp.ndarray]:
-        """Integrate `(v, q)` from `segment.t_right` back to `segment.t_left`; return
-        them there and the number of accepted steps."""
 
 
 def _interpolating_rates(t, y, args):
@@ -89,11 +31,6 @@ def _interpolating_rates(t, y, args):
     w, _ = y
     _, wdot, qdot = rates_along(system, dense, w, t)
     return wdot, qdot
-
-
-def _backsolve_rates(t, y, system):
-    x, w, _ = y
-    return system.rates(x, w, t)
 
 
 def _solve_args(system) -> tuple:
@@ -105,8 +42,8 @@ def _solve_args(system) -> tuple:
 class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
     """A method that reads `x(t)` from the forward solve's dense output, stored in
     segments of at most `segment_steps` steps and regenerated one at a time
-    (`_restarts.py`), and injects the observations through each segment's steps
-    where it can (`_injection.py`)."""
+    (`jadjoint/_forward/_restarts.py`), and injects the observations through each
+    segment's steps where it can (`jadjoint/_backward/_injection.py`)."""
 
     segment_steps: eqx.AbstractVar[int]
 
@@ -128,9 +65,9 @@ class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
 
     def observations(self, *, system, forward, t0, ts, xbar, times, options):
         if not injects_through(options.solver, times):
-            return Jumps(t0, ts, xbar), None
+            return Jumps(t0, ts, xbar)
         # Injected through each segment's steps, once it is regenerated.
-        return SavedCotangents(t0, ts, xbar), None
+        return SavedCotangents(t0, ts, xbar)
 
     def segment_dense(self, system, forward, segment, options):
         """The dense output of the forward steps of `segment`."""
@@ -161,7 +98,7 @@ def integrate_injected(
 ):
     """`(v, q)` integrated back over `segment` along the forward steps of `dense`,
     the cotangents of the saves in it injected at their steps' starts, and the
-    number of accepted steps (`_stepwise.integrate_along_steps`; with `nodes`, `q`
+    number of accepted steps (`jadjoint/_backward/_along_steps.py`; with `nodes`, `q`
     by quadrature)."""
     ts, xbar = jumps.in_segment(segment.t_left, segment.t_right)
     step_jumps, direct = injected_observations(system, dense, ts, xbar, options)
@@ -201,8 +138,8 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     explicit Runge–Kutta solver (and the times not differentiated), the save-time
     cotangents are injected through the forward steps' interpolants, one segment at
     a time, and the adjoint is integrated along the forward steps by a loop of
-    jadjoint's own (`_injection.py`, `_stepwise.py`); otherwise by one diffrax solve
-    per segment with a step end at every save time.
+    jadjoint's own; otherwise by one diffrax solve per interval between save times
+    ([how it works][the-jumps-at-the-save-times]).
 
     !!! cite "References"
 
@@ -228,44 +165,6 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
             solve,
             (v, q),
             w_at=0,
-            jumps=jumps,
-            segment=segment,
-            dt0=dt0,
-        )
-        return v, q, steps
-
-
-class BacksolveAdjoint(AbstractContinuousAdjoint):
-    """Integrates `(x, w, ∫ p̄)` backwards, re-integrating the state `x` from its stored
-    forward value at the end of each save interval (one solve per interval). Memory
-    O(save times), but the backward re-integration of `x` is unstable on stiff or
-    dissipative problems: there its gradients can be badly wrong. Prefer
-    [`jadjoint.InterpolatingAdjoint`][].
-
-    !!! cite "Reference"
-
-        Chen, Rubanova, Bettencourt & Duvenaud, "Neural ordinary differential
-        equations", NeurIPS 2018.
-    """
-
-    def storage(self, t0, t1, ts):
-        return Storage(ts)
-
-    def segments(self, storage, forward, *, t0, t1, x0, xs):
-        return Segment.between(t0, t1, x0, forward.x_last, (storage.times, xs))
-
-    def observations(self, *, system, forward, t0, ts, xbar, times, options):
-        return Jumps(t0, ts, xbar), None
-
-    def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
-        solve = functools.partial(
-            solve_backwards, _backsolve_rates, args=system, options=options
-        )
-
-        (_, v, q), steps = solve_across_saves(
-            solve,
-            (segment.x_right, v, q),
-            w_at=1,
             jumps=jumps,
             segment=segment,
             dt0=dt0,

@@ -1,6 +1,6 @@
 """The restartable solver state of segmented forward storage (`_restarts.py`), one
 segment's solve from it, and how the states are stored: one row per segment, or,
-thinned, one row per `stride` segments (DESIGN.md §3b)."""
+thinned, one row per `stride` segments (`docs/how-it-works.md`)."""
 
 from dataclasses import fields
 
@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from . import _dense_output as dense_output
-from ._differentiation_mode import inner_adjoint
-from ._forward import augmented_rates
+from .._differentiation_mode import inner_adjoint
+from .._numerics import dense_output
+from ._integrate import augmented_rates
 
 # The restart rows are thinned only in a solve that may take more steps than this
 # (diffrax's default `max_steps`): up to it, storage is as it was without thinning,

@@ -17,15 +17,16 @@ drifting, and the error control sees only `y`, the components that carry errors.
 The price is a small Newton solve per evaluation (warm-started from the consistent
 `z(t0)`), which is cheap when `z` is small, as in most index-1 models.
 
-The adjoint is DESIGN.md §2's adjoint DAE, obtained by composition. Differentiating
-`z(y, p, t)` by optimistix's implicit-function rule gives `z_y = −b_z^{-1} b_y` and
+The adjoint is the adjoint DAE of `docs/how-it-works.md`, obtained by composition.
+Differentiating `z(y, p, t)` by optimistix's implicit-function rule gives
+`z_y = −b_z^{-1} b_y` and
 `z_p = −b_z^{-1} b_p` as VJPs with one lineax solve with `b_zᵀ`, so the explicit
 adjoint of the state-space ODE is
 
     λ̇_a = −(a_y + a_z z_y)ᵀ λ_a − c̄ (f_y + f_z z_y)ᵀ,
 
 which is Cao, Li, Petzold & Serban's `λ̇_a = −a_yᵀ λ_a + b_yᵀ λ_b + c̄ f_yᵀ` with
-`λ_b = b_z^{-ᵀ}(a_zᵀ λ_a − c̄ f_zᵀ)` eliminated (with DESIGN.md's sign of `λ`). A
+`λ_b = b_z^{-ᵀ}(a_zᵀ λ_a − c̄ f_zᵀ)` eliminated (with that page's sign of `λ`). A
 cotangent `z̄_i` on a saved `z(t_i) = z(y(t_i), p, t_i)` reaches `y(t_i)` and `p`
 through the same rule: it is the point multiplier `ν_i = −b_z^{-ᵀ} z̄_i`, adding
 `b_yᵀ ν_i` to the jump of `λ_a` and `b_pᵀ ν_i` to `dJ/dp`. Consistent
@@ -52,9 +53,9 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
+from .._errors import check_like, checked_outcome, checked_solve, not_all_finite
+from .._results import ALGEBRAIC_FAILED, INITIALISATION_FAILED, RESULTS, failure_if
 from ._dynamics import AbstractDAE
-from ._errors import check_like, checked_outcome, checked_solve, not_all_finite
-from ._results import ALGEBRAIC_FAILED, INITIALISATION_FAILED, RESULTS, failure_if
 
 
 class MassSplit(eqx.Module):

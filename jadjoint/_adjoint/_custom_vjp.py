@@ -3,8 +3,8 @@
 Its inputs are `(p, x0, problem, (t0, t1, ts))` with `problem` closure-converted; its
 outputs the cost, the saved states, the statistics, the result and where the solve
 stopped. The forward rule stores what the adjoint method's `Storage` asks for; the
-reverse rule builds the adjoint system of `_adjoint.py` and sweeps the method's
-segments backwards (`_sweep.py`).
+reverse rule builds the adjoint system of `jadjoint/_backward/_system.py` and sweeps
+the method's segments backwards (`jadjoint/_backward/_sweep.py`).
 
 Inside a `custom_vjp` JAX may pass a primal that was a Python number as one (a
 `float` subclass), which equinox's filtered transformations take for a static value:
@@ -16,13 +16,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._adjoint import AdjointSystem, Params, time_gradients
-from ._errors import check_finite_gradients
-from ._forward import integrate
-from ._inputs import parameter_arrays
-from ._restarts import integrate_in_segments
-from ._results import RESULTS
-from ._sweep import backward_sweep
+from .._backward import AdjointSystem, Params, backward_sweep, time_gradients
+from .._errors import check_finite_gradients
+from .._forward import integrate, integrate_in_segments
+from .._inputs import parameter_arrays
+from .._results import RESULTS
 
 
 @eqx.filter_custom_vjp
@@ -105,7 +103,7 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
         # check, are discarded: the backward pass, which uses its dense output,
         # checks again.
         dt_guess = forward.result.error_if(dt_guess, failed)
-    jumps, direct = method.observations(
+    jumps = method.observations(
         system=system,
         forward=forward,
         t0=t0,
@@ -127,8 +125,6 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
         w0, q0 = check_finite_gradients((w0, q0))
     else:
         w0, q0 = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w0, q0))
-    if direct is not None:
-        q0 = jtu.tree_map(jnp.subtract, q0, direct)
     p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
     times_grad = time_gradients(

@@ -1,4 +1,5 @@
-"""The adjoint system of DESIGN.md §2, built from one `jax.vjp` of `h` and `f`.
+"""The adjoint system of `docs/how-it-works.md`, built from one `jax.vjp` of `h`
+and `f`.
 
 With outputs `C = ∫ f dt` and `x(t_i)` at save times `t0 ≤ t_1 < … < t_N ≤ T`, and
 their cotangents `c̄` and `x̄_i`, the reverse rule differentiates
@@ -13,8 +14,9 @@ With `w := h_ẋᵀ λ`, integrated backwards in time from `w(T) = 0`:
 
 The parameter integral is carried as `q` with `q̇ = c̄ f_pᵀ + h_pᵀ λ`, `q(T) = 0`, so
 that `dJ/dp = −q(t0)`. `λᵀ h_x`, `λᵀ h_p` and `f_x`, `f_p` come from one VJP of
-`(h, f)` at `(x, ẋ)`; only the solve with `h_ẋᵀ` (see `_implicit.py`) involves `h_ẋ`,
-and it is matrix-free for large states. For an explicit ODE, `h = ẋ − φ`, `h_ẋ = I`,
+`(h, f)` at `(x, ẋ)`; only the solve with `h_ẋᵀ` (see
+`jadjoint/_problem/_implicit.py`) involves `h_ẋ`, and it is matrix-free for large
+states. For an explicit ODE, `h = ẋ − φ`, `h_ẋ = I`,
 `λ = w`, and the VJP is of `φ` itself. Integrating `w` rather than `λ` needs `h_ẋ`
 only pointwise: the `λ` form would need the extra term `−(d/dt h_ẋ)ᵀ λ`.
 
@@ -31,8 +33,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._dynamics import Solving
-from ._errors import check_finite_adjoint_rates
+from .._errors import check_finite_adjoint_rates
+from .._problem import Solving
 
 
 class Params(eqx.Module):

@@ -8,10 +8,10 @@ import jax.tree_util as jtu
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
-from ._differentiation_mode import inner_adjoint
-from ._errors import check_finite_outputs, checked_outcome, raise_if_failed
-from ._options import Options
-from ._results import INITIALISATION_FAILED, RESULTS
+from .._differentiation_mode import inner_adjoint
+from .._errors import check_finite_outputs, checked_outcome, raise_if_failed
+from .._options import Options
+from .._results import INITIALISATION_FAILED, RESULTS
 
 STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
@@ -37,10 +37,10 @@ class Forward(eqx.Module):
     dense: diffrax.DenseInterpolation | None
     restarts: PyTree = None
 
-    def outputs(self, throw: bool, xs: PyTree | None = None) -> tuple:
-        """`(cost, xs, stats, result, (t_last, x_last))`, the states `xs` (default:
-        the stored ones) and the cost checked to be finite with `throw`."""
-        cost, xs = self.cost, self.xs if xs is None else xs
+    def outputs(self, throw: bool) -> tuple:
+        """`(cost, xs, stats, result, (t_last, x_last))`, the states `xs` and the
+        cost checked to be finite with `throw`."""
+        cost, xs = self.cost, self.xs
         if throw:
             cost, xs = check_finite_outputs((cost, xs))
         return cost, xs, self.stats, self.result, (self.t_last, self.x_last)
@@ -151,10 +151,11 @@ def consistent_initial_state(
 ) -> tuple[PyTree, RESULTS]:
     """`(x0, result)` with `g(x0, p) = 0`, by Newton from `x0_guess`.
 
-    Differentiated by optimistix's implicit-function rule, which is DESIGN.md §2's:
-    with `w(t0)` the adjoint at `t0`, `g_{x0}ᵀ μ = w(t0)` is solved (by lineax) and
-    `μᵀ g_p` added to the gradient of `p`. If Newton fails, `result` is
-    `initialisation_failed` and `x0` raises at run time (`throw`) or is NaN."""
+    Differentiated by optimistix's implicit-function rule, which is the adjoint's
+    (`docs/how-it-works.md`): with `w(t0)` the adjoint at `t0`, `g_{x0}ᵀ μ = w(t0)`
+    is solved (by lineax) and `μᵀ g_p` added to the gradient of `p`. If Newton
+    fails, `result` is `initialisation_failed` and `x0` raises at run time (`throw`)
+    or is NaN."""
     solution = optx.root_find(
         lambda x, p: g(x, p),
         optx.Newton(rtol=tol, atol=tol),

@@ -1,6 +1,6 @@
 """The backward solves of the adjoint over a segment, on diffrax, and the adjoint's
 rates along a forward dense interpolation: the backward pass wherever the
-observations are not injected at forward step starts (`_stepwise.py` is the one
+observations are not injected at forward step starts (`_along_steps.py` is the one
 where they are).
 
 A segment is integrated by one diffrax solve per interval between the save times
@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from . import _dense_output as dense_output
-from ._adjoint import AdjointSystem
-from ._differentiation_mode import inner_adjoint, under_forward_mode
-from ._errors import raise_or_nan
+from .._differentiation_mode import inner_adjoint, loop_kind
+from .._errors import raise_or_nan
+from .._numerics import dense_output
+from .._options import Options
 from ._jumps import Jumps
-from ._options import Options
+from ._system import AdjointSystem
 
 
 def solve_backwards(
@@ -127,7 +127,7 @@ def solve_across_saves(
         body,
         (end - 1, t_right, y, dt0, jnp.zeros((), jnp.int32)),
         max_steps=jumps.ts.shape[0] + 1,
-        kind="lax" if under_forward_mode() else "checkpointed",
+        kind=loop_kind(),
     )
     return y, steps
 

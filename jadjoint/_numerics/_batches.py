@@ -7,7 +7,7 @@ import equinox.internal as eqxi
 import jax.numpy as jnp
 from jaxtyping import PyTree
 
-from ._differentiation_mode import under_forward_mode
+from .._differentiation_mode import loop_kind
 
 
 def over_batches(
@@ -26,7 +26,7 @@ def over_batches(
     (`_differentiation_mode.py`). Undifferentiated, both run as one
     `lax.while_loop`."""
     batches = -(-count // batch)
-    kind = "lax" if under_forward_mode() else "checkpointed"
+    kind = loop_kind()
 
     def step(state):
         b, carry = state

@@ -7,11 +7,14 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from ._backward import rates_along, solve_across_saves, solve_backwards
-from ._batches import over_batches
-from ._jumps import SavedCotangents
-from ._methods import SEGMENT_STEPS, AbstractSegmentedAdjoint, integrate_injected
-from ._stepwise import gauss_legendre
+from .._backward import (
+    SavedCotangents,
+    rates_along,
+    solve_across_saves,
+    solve_backwards,
+)
+from .._numerics import gauss_legendre, over_batches
+from ._interpolating import SEGMENT_STEPS, AbstractSegmentedAdjoint, integrate_injected
 
 
 def _w_rates(t, w, args):
@@ -56,10 +59,11 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     accumulated by Gauss–Legendre quadrature on each accepted backward step, outside
     the error-controlled state, and the stages differentiate with respect to `x`
     only. With an explicit Runge–Kutta solver (and the times not differentiated) it
-    runs on the default method's loop along the forward steps (`_stepwise.py`), the
-    observations injected; there the default also steps only `w`, accumulating `q`
-    from the stages' own VJPs, and the two cost about the same. Otherwise it runs one
-    diffrax solve per segment and a quadrature over that solve's dense output.
+    runs on the default method's loop along the forward steps
+    (`jadjoint/_backward/_along_steps.py`), the observations injected; there the
+    default also steps only `w`, accumulating `q` from the stages' own VJPs, and the
+    two cost about the same. Otherwise it runs one diffrax solve per save interval
+    and a quadrature over each solve's dense output.
 
     **Arguments:**
 

@@ -13,9 +13,9 @@ import lineax as lx
 import optimistix as optx
 from jax.flatten_util import ravel_pytree
 
+from .._errors import check_returns_like_state, checked_solve, not_all_finite
+from .._results import NEWTON_FAILED, RESULTS, SINGULAR_TRANSPOSE, failure_if
 from ._dynamics import AbstractODE, Solving, closure_converted
-from ._errors import check_returns_like_state, checked_solve, not_all_finite
-from ._results import NEWTON_FAILED, RESULTS, SINGULAR_TRANSPOSE, failure_if
 
 # Above this many state components, solves with `h_ẋ` are matrix-free (GMRES).
 DENSE_LIMIT = 128

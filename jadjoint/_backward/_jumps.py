@@ -66,10 +66,6 @@ class StepJumps(eqx.Module):
     xbar: PyTree | None
     count: Array
 
-    def w_at_start(self, w: PyTree) -> PyTree:
-        """`w(t0)`: integrated along the steps, every jump is applied already."""
-        return w
-
 
 class SavedCotangents(eqx.Module):
     """The cotangents `xbar` of the states saved at `ts`, kept for injection through

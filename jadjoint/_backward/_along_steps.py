@@ -1,5 +1,5 @@
 """The adjoint integrated backwards along the forward steps, by a loop of our own over
-an explicit Runge–Kutta tableau and diffrax's `PIDController` (DESIGN.md §3, §3a).
+an explicit Runge–Kutta tableau and diffrax's `PIDController` (`docs/how-it-works.md`).
 
 With the observations injected at forward step starts (`_injection.py`), the backward
 pass needs `x(t)` only through one forward step's polynomial at a time, and jumps only
@@ -35,37 +35,21 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, PyTree
 
-from . import _dense_output as dense_output
-from ._adjoint import AdjointSystem
-from ._differentiation_mode import under_forward_mode
-from ._errors import raise_or_nan
+from .._differentiation_mode import loop_kind
+from .._errors import raise_or_nan
+from .._numerics import dense_output, gauss_legendre
+from .._options import Options
 from ._jumps import StepJumps
-from ._options import Options
+from ._system import AdjointSystem
 
 # Each forward step is tried whole first, and kept when the adjoint's error estimate
 # over it is within this factor of the tolerance: when the forward step is at most
 # 10^(1/5) ≈ 1.6 times the step the adjoint's own control would take. Otherwise the
-# step is divided under that control. Measured against steps of the adjoint's own
-# choosing (the backward pass before): on a lightly damped oscillator over 55 periods
-# the frequency's gradient was 1.7e-2 off and is now 1.4e-4 (RCA 3.0e-4), with 1043
-# backward steps for the forward's 1043, not 2084; on Lotka–Volterra 7.7e-6 (was 1.1e-5)
-# in 55 steps (was 80) against the forward's 53. An adjoint unstable on a forward step
-# has an error estimate near `1/rtol` times the tolerance, and is still divided.
-# Larger slacks were measured (rtol 1e-6; `tests/test_backward_steps.py`'s fast mode
-# at equilibrium): with forward steps far outside the stability region, no guard at
-# all gives a gradient 10^103 off (10 and 1000: 6e-8); with steps capped at the
-# stability boundary (h·λ = −3.4), the error is 1e-11 at 10, 9e-8 at 1000, 2e-6 at
-# 10^5 and 5e-5 with no guard. The neural spiral would take 27 backward steps at 1000,
-# 18 with no guard, 35 at 10, against the forward's 18.
+# step is divided under that control. Taking the forward's steps keeps the adjoint's
+# discretisation consistent with the forward solution's; the guard divides a step on
+# which the adjoint is unstable (its error estimate is then near `1/rtol` times the
+# tolerance). The measurements behind the factor are in `docs/choosing.md`.
 WHOLE_STEP_SLACK = 10.0
-
-
-def gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The `nodes`-point Gauss–Legendre rule on `[0, 1]` (exact for polynomials of
-    degree `2 nodes − 1`): node positions as fractions of the interval, and weights
-    summing to 1."""
-    abscissae, weights = np.polynomial.legendre.leggauss(nodes)
-    return (abscissae + 1) / 2, weights / 2
 
 
 def integrate_along_steps(
@@ -257,7 +241,7 @@ def integrate_along_steps(
         body,
         state,
         max_steps=2 * options.max_steps,
-        kind="lax" if under_forward_mode() else "checkpointed",
+        kind=loop_kind(),
     )
     k, _, _, w, q, _, _, _, _, _, steps = state
     failed = k >= 0

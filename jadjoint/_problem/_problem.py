@@ -14,6 +14,7 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, PyTree
 
+from .._errors import check_callable, check_returns_like_state, concrete_value, describe
 from ._dae import MassSplit, SemiExplicitDynamics
 from ._dynamics import (
     AbstractDynamics,
@@ -21,7 +22,6 @@ from ._dynamics import (
     ExplicitDynamics,
     closure_converted,
 )
-from ._errors import check_callable, check_returns_like_state, concrete_value, describe
 from ._implicit import ImplicitDynamics
 from ._mass_matrix import MassMatrixDynamics, SingularMassMatrixDynamics
 

@@ -1,0 +1,11 @@
+"""The adjoint methods, each a way of differentiating a solve, and the `custom_vjp`
+whose reverse rule is the continuous adjoint."""
+
+from ._backsolve import BacksolveAdjoint as BacksolveAdjoint
+from ._discretise import DiscretiseThenOptimise as DiscretiseThenOptimise
+from ._interpolating import InterpolatingAdjoint as InterpolatingAdjoint
+from ._method import (
+    AbstractAdjointMethod as AbstractAdjointMethod,
+    AbstractContinuousAdjoint as AbstractContinuousAdjoint,
+)
+from ._quadrature import QuadratureAdjoint as QuadratureAdjoint

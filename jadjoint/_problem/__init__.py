@@ -1,0 +1,9 @@
+"""What is solved: `Problem`, with its running cost `f`, initial condition `g` and
+dynamics `h`, one final class per form."""
+
+from ._dae import (
+    StateSpaceForm as StateSpaceForm,
+    consistent_initialisation as consistent_initialisation,
+)
+from ._dynamics import AbstractDAE as AbstractDAE, Solving as Solving
+from ._problem import Problem as Problem
