@@ -3,10 +3,9 @@ default `InterpolatingAdjoint()` on the suite's explicit problems (one trajector
 each; the training step's first member).
 
 The backward pass's step count is internal to the reverse rule, so this script
-records it by wrapping jadjoint's backward loop (`jadjoint._backward._along_steps`,
-reached from `jadjoint._adjoint._interpolating`) with a `jax.debug.callback`:
-instrumentation for a measurement, not an API. The forward count is
-`Solution.stats["num_accepted_steps"]`.
+records it by wrapping jadjoint's backward loop (`jadjoint._backward._along_steps`)
+with a `jax.debug.callback`: instrumentation for a measurement, not an API. The
+forward count is `Solution.stats["num_accepted_steps"]`.
 
 Run: python benchmarks/bench_steps.py   (writes benchmarks/results/steps_cpu.md)
 """
@@ -33,7 +32,7 @@ from _problems import (  # noqa: E402
 )
 
 import jadjoint as ja  # noqa: E402
-import jadjoint._adjoint._interpolating as methods  # noqa: E402
+import jadjoint._backward._along_steps as along_steps  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "steps_cpu.md"
 recorded: list[int] = []
@@ -48,7 +47,7 @@ def _recording(integrate):
     return wrapped
 
 
-methods.integrate_along_steps = _recording(methods.integrate_along_steps)
+along_steps.integrate_along_steps = _recording(along_steps.integrate_along_steps)
 
 
 def counts(problem, p, x0, tol) -> tuple[int, int]:

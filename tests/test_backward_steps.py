@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jadjoint as ja
-import jadjoint._adjoint._interpolating as methods
+import jadjoint._backward._along_steps as along_steps
 
 T = 350.0  # 55 periods
 
@@ -53,14 +53,14 @@ def test_a_gradient_that_cancels_over_many_oscillations(adjoint, monkeypatch):
     adjoint's steps of its own, twice the forward's, it was 1.4e-2 off), and the
     backward pass takes the forward's steps."""
     recorded = []
-    integrate = methods.integrate_along_steps
+    integrate = along_steps.integrate_along_steps
 
     def recording(*args, **kwargs):
         w, q, steps = integrate(*args, **kwargs)
         jax.debug.callback(lambda s: recorded.append(int(s)), steps)
         return w, q, steps
 
-    monkeypatch.setattr(methods, "integrate_along_steps", recording)
+    monkeypatch.setattr(along_steps, "integrate_along_steps", recording)
     omega = jnp.array(1.0)
     gradient = jax.jit(jax.grad(cost), static_argnums=1)(omega, adjoint)
     jax.effects_barrier()

@@ -2,8 +2,8 @@
 
 Its inputs are `(p, x0, problem, (t0, t1, ts))` with `problem` closure-converted; its
 outputs the cost, the saved states, the statistics, the result and where the solve
-stopped. The forward rule stores what the adjoint method's `Storage` asks for; the
-reverse rule builds the adjoint system of `jadjoint/_backward/_system.py` and sweeps
+stopped. The forward rule solves through the adjoint method's storage; the reverse
+rule builds the adjoint system of `jadjoint/_backward/_system.py` and sweeps
 the method's segments backwards (`jadjoint/_backward/_sweep.py`).
 
 Inside a `custom_vjp` JAX may pass a primal that was a Python number as one (a
@@ -18,7 +18,7 @@ from jaxtyping import PyTree
 
 from .._backward import AdjointSystem, Params, backward_sweep, time_gradients
 from .._errors import check_finite_gradients
-from .._forward import integrate, integrate_in_segments
+from .._forward import integrate
 from .._inputs import parameter_arrays
 from .._results import RESULTS
 
@@ -38,31 +38,9 @@ def adjoint_solve(inputs, dt0, options, method):
 def _adjoint_solve_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
     p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
-    storage = method.storage(t0, t1, ts)
-    if storage.restart_every is not None:
-        forward = integrate_in_segments(
-            problem,
-            p,
-            x0,
-            t0=t0,
-            t1=t1,
-            ts=ts,
-            dt0=dt0,
-            options=options,
-            steps=storage.restart_every,
-        )
-    else:
-        forward = integrate(
-            problem,
-            p,
-            x0,
-            t0=t0,
-            t1=t1,
-            ts=ts,
-            dt0=dt0,
-            options=options,
-            dense=False,
-        )
+    forward = method.storage().forward(
+        problem, p, x0, t0=t0, t1=t1, ts=ts, dt0=dt0, options=options
+    )
     return forward.outputs(options.throw), forward
 
 
@@ -89,7 +67,7 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
     p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
     if problem.f is None:
         cbar = None
-    storage = method.storage(t0, t1, ts)
+    storage = method.storage()
     xs = forward.xs
     xbar = _materialise(xbar, xs)
     diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
@@ -103,21 +81,15 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
         # check, are discarded: the backward pass, which uses its dense output,
         # checks again.
         dt_guess = forward.result.error_if(dt_guess, failed)
-    jumps = method.observations(
-        system=system,
-        forward=forward,
-        t0=t0,
-        ts=ts,
-        xbar=xbar,
-        times=any(times_perturbed),
-        options=options,
+    integrator = method.backward_integrator(
+        t0=t0, ts=ts, xbar=xbar, times=any(times_perturbed), options=options
     )
     w0, q0 = backward_sweep(
-        method,
+        storage,
+        integrator,
         system=system,
         forward=forward,
-        jumps=jumps,
-        segments=method.segments(storage, forward, t0=t0, t1=t1, x0=x0, xs=xs),
+        segments=storage.segments(forward, t0=t0, t1=t1, ts=ts, x0=x0),
         dt_guess=dt_guess,
         options=options,
     )

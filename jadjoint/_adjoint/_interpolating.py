@@ -1,42 +1,23 @@
 """`InterpolatingAdjoint`, and the base of the methods that read `x(t)` from the
 forward solve's dense output, stored in segments."""
 
-import functools
-
 import equinox as eqx
-import jax.numpy as jnp
-import jax.tree_util as jtu
 
 from .._backward import (
+    AlongForwardSteps,
+    BetweenSaveTimes,
+    CarriedIntegral,
     Jumps,
     SavedCotangents,
-    injected_observations,
     injects_through,
-    integrate_along_steps,
-    rates_along,
-    solve_across_saves,
-    solve_backwards,
 )
-from .._forward import Segment, Storage, segment_dense, span_restarts, storage_rows
+from .._forward import SegmentedStorage
 from ._method import AbstractContinuousAdjoint
 
 # The default `segment_steps`: too short, and a solve spans several segments, all but
 # the last regenerated; too long, and under `vmap` every step selects over a dense
 # buffer that no longer fits in cache (the measurements: `docs/choosing.md`).
 SEGMENT_STEPS = 128
-
-
-def _interpolating_rates(t, y, args):
-    system, dense = args
-    w, _ = y
-    _, wdot, qdot = rates_along(system, dense, w, t)
-    return wdot, qdot
-
-
-def _solve_args(system) -> tuple:
-    """The `args` of the forward solve's `augmented_rates`."""
-    p, problem = system.params.combined()
-    return problem, p, system.solving
 
 
 class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
@@ -57,63 +38,8 @@ class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
                 f"{self.segment_steps!r}."
             )
 
-    def storage(self, t0, t1, ts):
-        return Storage(ts, self.segment_steps)
-
-    def segments(self, storage, forward, *, t0, t1, x0, xs):
-        return Segment.from_restarts(forward.restarts, forward.t_last, forward.x_last)
-
-    def observations(self, *, system, forward, t0, ts, xbar, times, options):
-        if not injects_through(options.solver, times):
-            return Jumps(t0, ts, xbar)
-        # Injected through each segment's steps, once it is regenerated.
-        return SavedCotangents(t0, ts, xbar)
-
-    def segment_dense(self, system, forward, segment, options):
-        """The dense output of the forward steps of `segment`."""
-        return segment_dense(
-            _solve_args(system),
-            forward,
-            segment,
-            options=options,
-            steps=self.segment_steps,
-        )
-
-    def span_segments(self, system, span: Segment, options) -> Segment:
-        """The forward segments of a row of thinned storage, `span`, their restart
-        states recovered by solving it again."""
-        _, span_segments = storage_rows(options.max_steps, self.segment_steps)
-        restarts = span_restarts(
-            _solve_args(system),
-            span,
-            options=options,
-            steps=self.segment_steps,
-            span_segments=span_segments,
-        )
-        return Segment.from_restarts(restarts, span.t_right, span.x_right)
-
-
-def integrate_injected(
-    system, dense, jumps: SavedCotangents, segment, *, v, q, options, nodes=None
-):
-    """`(v, q)` integrated back over `segment` along the forward steps of `dense`,
-    the cotangents of the saves in it injected at their steps' starts, and the
-    number of accepted steps (`jadjoint/_backward/_along_steps.py`; with `nodes`, `q`
-    by quadrature)."""
-    ts, xbar = jumps.in_segment(segment.t_left, segment.t_right)
-    step_jumps, direct = injected_observations(system, dense, ts, xbar, options)
-    v, q, steps = integrate_along_steps(
-        system,
-        dense,
-        step_jumps,
-        w=v,
-        q=q,
-        options=options,
-        quadrature_nodes=nodes,
-    )
-    if direct is not None:
-        q = jtu.tree_map(jnp.subtract, q, direct)
-    return v, q, steps
+    def storage(self):
+        return SegmentedStorage(self.segment_steps)
 
 
 class InterpolatingAdjoint(AbstractSegmentedAdjoint):
@@ -151,22 +77,7 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
 
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
-    def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
-        dense = self.segment_dense(system, forward, segment, options)
-        if isinstance(jumps, SavedCotangents):
-            return integrate_injected(
-                system, dense, jumps, segment, v=v, q=q, options=options
-            )
-        solve = functools.partial(
-            solve_backwards, _interpolating_rates, args=(system, dense), options=options
-        )
-
-        (v, q), steps = solve_across_saves(
-            solve,
-            (v, q),
-            w_at=0,
-            jumps=jumps,
-            segment=segment,
-            dt0=dt0,
-        )
-        return v, q, steps
+    def backward_integrator(self, *, t0, ts, xbar, times, options):
+        if injects_through(options.solver, times):
+            return AlongForwardSteps(SavedCotangents(t0, ts, xbar))
+        return BetweenSaveTimes(Jumps(t0, ts, xbar), CarriedIntegral())

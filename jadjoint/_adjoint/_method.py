@@ -1,23 +1,22 @@
 """The adjoint methods' bases: how [`jadjoint.solve`][] is differentiated.
 
-A continuous adjoint method (`AbstractContinuousAdjoint`) owns its plan: what the
-forward pass stores (`storage`), the segments the backward pass integrates one
-after the other (`segments`), and how it integrates `(w, q)` over one of them
-(`integrate_segment`), knowing `x(t)` in its own way; the `custom_vjp`
-(`_custom_vjp.py`) and the backward sweep (`jadjoint/_backward/_sweep.py`) do the
-rest. [`jadjoint.DiscretiseThenOptimise`][] instead differentiates through diffrax's
-steps.
+A continuous adjoint method (`AbstractContinuousAdjoint`) is a pair: a storage (what
+the forward pass keeps, the segments the backward pass goes through and the forward
+solution on each; `jadjoint/_forward/_storage.py`) and a backward integrator (how the
+adjoint is integrated over a segment; `jadjoint/_backward/`), chosen once per backward
+pass; the `custom_vjp` (`_custom_vjp.py`) and the backward sweep
+(`jadjoint/_backward/_sweep.py`) do the rest. [`jadjoint.DiscretiseThenOptimise`][]
+instead differentiates through diffrax's steps.
 """
 
 import abc
 
 import equinox as eqx
-import jax.numpy as jnp
 from jaxtyping import PyTree
 
-from .._backward import Jumps, SavedCotangents
+from .._backward import AbstractBackwardIntegrator
 from .._differentiation_mode import reverse_mode_only
-from .._forward import Forward, Segment, Storage
+from .._forward import AbstractStorage
 from ._custom_vjp import adjoint_solve
 
 
@@ -44,27 +43,15 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
         return reverse_mode_only(lambda i: adjoint_solve(i, dt0, options, self), inputs)
 
     @abc.abstractmethod
-    def storage(self, t0, t1, ts) -> Storage:
-        """What the forward pass keeps for the backward one, given the save times."""
+    def storage(self) -> AbstractStorage:
+        """What the forward pass keeps for the backward one, and how the backward
+        pass goes through it."""
 
     @abc.abstractmethod
-    def segments(
-        self, storage: Storage, forward: Forward, *, t0, t1, x0: PyTree, xs: PyTree
-    ) -> Segment:
-        """The backward segments (batched, from `t0` to `T`) and the forward states
-        at their ends, from what the forward pass stored (`xs`: at the save times)."""
-
-    @abc.abstractmethod
-    def observations(
-        self, *, system, forward: Forward, t0, ts, xbar: PyTree | None, times, options
-    ) -> Jumps | SavedCotangents:
-        """How the cotangents `xbar` of the states saved at `ts` (in `[t0, T]`)
-        enter the backward pass. `times`: whether `t0`, `t1` or `ts` are
+    def backward_integrator(
+        self, *, t0, ts, xbar: PyTree | None, times: bool, options
+    ) -> AbstractBackwardIntegrator:
+        """How the backward pass integrates each segment, the cotangents `xbar` of
+        the states saved at `ts` (in `[t0, T]`) entering in its own way; chosen once
+        per backward pass. `times`: whether `t0`, `t1` or `ts` are
         differentiated."""
-
-    @abc.abstractmethod
-    def integrate_segment(
-        self, *, system, forward: Forward, jumps, segment: Segment, v, q, dt0, options
-    ) -> tuple[PyTree, PyTree, jnp.ndarray]:
-        """Integrate `(v, q)` from `segment.t_right` back to `segment.t_left`; return
-        them there and the number of accepted steps."""

@@ -2,55 +2,16 @@
 Gauss–Legendre quadrature over the accepted backward steps."""
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
-import jax.tree_util as jtu
-from jaxtyping import PyTree
 
 from .._backward import (
+    AlongForwardSteps,
+    BetweenSaveTimes,
+    Jumps,
+    QuadratureIntegral,
     SavedCotangents,
-    rates_along,
-    solve_across_saves,
-    solve_backwards,
+    injects_through,
 )
-from .._numerics import gauss_legendre, over_batches
-from ._interpolating import SEGMENT_STEPS, AbstractSegmentedAdjoint, integrate_injected
-
-
-def _w_rates(t, w, args):
-    return rates_along(*args, w, t)[1]
-
-
-STEPS_PER_BATCH = 16
-
-
-def _integral_over_steps(system, dense, backward, unravel, nodes: int) -> PyTree:
-    """`∫ q̇ dt` over the backward solve's accepted steps, by `nodes`-point
-    Gauss–Legendre quadrature on each step (exact for polynomials of degree
-    `2 nodes − 1`), with `w` from the backward dense output. The solve ends at the
-    jumps of `w`, so `w` is smooth on each step. The steps are taken
-    `STEPS_PER_BATCH` at a time, all their nodes through one vmapped VJP."""
-    fractions, weights = gauss_legendre(nodes)
-    interpolation = backward.interpolation
-    times = interpolation.ts * interpolation.direction
-
-    def qdot(t):
-        return rates_along(system, dense, unravel(backward.evaluate(t)), t)[2]
-
-    def batch(k, real, total):
-        k = jnp.where(real, k, 0)
-        a, b = times[k][:, None], times[k + 1][:, None]
-        ts = (a + (b - a) * fractions).reshape(-1)
-        scale = jnp.abs(b - a) * jnp.asarray(weights, times.dtype)
-        scale = jnp.where(real[:, None], scale, 0).reshape(-1)
-        values = jax.vmap(qdot)(ts)
-        return jtu.tree_map(
-            lambda s, v: s + jnp.tensordot(scale, v, axes=1), total, values
-        )
-
-    zero = jtu.tree_map(jnp.zeros_like, system.params.diff)
-    steps = interpolation.ts_size - 1
-    return over_batches(batch, zero, steps, times.shape[0] - 1, STEPS_PER_BATCH)
+from ._interpolating import SEGMENT_STEPS, AbstractSegmentedAdjoint
 
 
 class QuadratureAdjoint(AbstractSegmentedAdjoint):
@@ -83,42 +44,8 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     nodes: int = eqx.field(static=True, default=3)
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
-    def integrate_segment(self, *, system, forward, jumps, segment, v, q, dt0, options):
-        dense = self.segment_dense(system, forward, segment, options)
-        if isinstance(jumps, SavedCotangents):
-            return integrate_injected(
-                system,
-                dense,
-                jumps,
-                segment,
-                v=v,
-                q=q,
-                options=options,
-                nodes=self.nodes,
-            )
-
-        def solve(y, **interval):
-            w, q = y
-            w, steps, backward, unravel = solve_backwards(
-                _w_rates,
-                w,
-                **interval,
-                args=(system, dense),
-                options=options,
-                carries_q=False,
-                dense=True,
-            )
-            integral = _integral_over_steps(
-                system, dense, backward, unravel, self.nodes
-            )
-            return (w, jtu.tree_map(jnp.subtract, q, integral)), steps
-
-        (v, q), steps = solve_across_saves(
-            solve,
-            (v, q),
-            w_at=0,
-            jumps=jumps,
-            segment=segment,
-            dt0=dt0,
-        )
-        return v, q, steps
+    def backward_integrator(self, *, t0, ts, xbar, times, options):
+        if injects_through(options.solver, times):
+            cotangents = SavedCotangents(t0, ts, xbar)
+            return AlongForwardSteps(cotangents, quadrature_nodes=self.nodes)
+        return BetweenSaveTimes(Jumps(t0, ts, xbar), QuadratureIntegral(self.nodes))

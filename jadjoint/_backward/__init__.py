@@ -1,17 +1,17 @@
 """The backward pass: the adjoint system, integrated from `T` back to `t0` over the
-segments of the forward solution, along the forward steps where the observations are
-injected and by diffrax solves between the save times elsewhere."""
+segments of the forward solution by a backward integrator: along the forward steps
+where the observations are injected, by diffrax solves between the save times
+elsewhere."""
 
-from ._along_steps import integrate_along_steps as integrate_along_steps
+from ._along_steps import AlongForwardSteps as AlongForwardSteps
 from ._diffrax_solves import (
-    rates_along as rates_along,
-    solve_across_saves as solve_across_saves,
-    solve_backwards as solve_backwards,
+    BetweenSaveTimes as BetweenSaveTimes,
+    CarriedIntegral as CarriedIntegral,
+    QuadratureIntegral as QuadratureIntegral,
+    ReintegratedState as ReintegratedState,
 )
-from ._injection import (
-    injected_observations as injected_observations,
-    injects_through as injects_through,
-)
+from ._injection import injects_through as injects_through
+from ._integrator import AbstractBackwardIntegrator as AbstractBackwardIntegrator
 from ._jumps import Jumps as Jumps, SavedCotangents as SavedCotangents
 from ._sweep import backward_sweep as backward_sweep
 from ._system import (

@@ -28,6 +28,7 @@ on `w`; the stages are the solver's public Butcher tableau.
 """
 
 import diffrax
+import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
@@ -39,7 +40,9 @@ from .._differentiation_mode import loop_kind
 from .._errors import raise_or_nan
 from .._numerics import dense_output, gauss_legendre
 from .._options import Options
-from ._jumps import StepJumps
+from ._injection import injected_observations
+from ._integrator import AbstractBackwardIntegrator
+from ._jumps import SavedCotangents, StepJumps
 from ._system import AdjointSystem
 
 # Each forward step is tried whole first, and kept when the adjoint's error estimate
@@ -250,3 +253,33 @@ def integrate_along_steps(
     )
     w, q = raise_or_nan(result, (w, q), options.throw)
     return w, q, steps
+
+
+class AlongForwardSteps(AbstractBackwardIntegrator):
+    """The adjoint integrated along each segment's forward steps
+    (`integrate_along_steps`), the cotangents of the saves in the segment injected
+    at their steps' starts (`_injection.py`); with `quadrature_nodes`, `q` by
+    Gauss–Legendre quadrature on each accepted step. For explicit Runge–Kutta
+    solvers, the times not differentiated."""
+
+    cotangents: SavedCotangents
+    quadrature_nodes: int | None = eqx.field(static=True, default=None)
+
+    def integrate(self, system, segment, dense, *, w, q, dt0, options):
+        ts, xbar = self.cotangents.in_segment(segment.t_left, segment.t_right)
+        step_jumps, direct = injected_observations(system, dense, ts, xbar, options)
+        w, q, steps = integrate_along_steps(
+            system,
+            dense,
+            step_jumps,
+            w=w,
+            q=q,
+            options=options,
+            quadrature_nodes=self.quadrature_nodes,
+        )
+        if direct is not None:
+            q = jtu.tree_map(jnp.subtract, q, direct)
+        return w, q, steps
+
+    def w_at_start(self, w):
+        return self.cotangents.w_at_start(w)

@@ -8,20 +8,26 @@ inside it, `w` jumping at each (`_jumps.py`); the step size is carried from one
 solve to the next.
 """
 
+import abc
+import functools
 from collections.abc import Callable
+from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import equinox.internal as eqxi
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import PyTree
+from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import inner_adjoint, loop_kind
 from .._errors import raise_or_nan
-from .._numerics import dense_output
+from .._forward import Segment
+from .._numerics import dense_output, gauss_legendre, over_batches
 from .._options import Options
+from ._integrator import AbstractBackwardIntegrator
 from ._jumps import Jumps
 from ._system import AdjointSystem
 
@@ -140,3 +146,159 @@ def rates_along(
     x = dense_output.evaluate(interpolation, t)[0]
     guess = lambda: dense_output.derivative(interpolation, t)[0]
     return system.rates(x, w, t, guess)
+
+
+STEPS_PER_BATCH = 16
+
+
+def _integral_over_steps(system, dense, backward, unravel, nodes: int) -> PyTree:
+    """`∫ q̇ dt` over the backward solve's accepted steps, by `nodes`-point
+    Gauss–Legendre quadrature on each step (exact for polynomials of degree
+    `2 nodes − 1`), with `w` from the backward dense output. The solve ends at the
+    jumps of `w`, so `w` is smooth on each step. The steps are taken
+    `STEPS_PER_BATCH` at a time, all their nodes through one vmapped VJP."""
+    fractions, weights = gauss_legendre(nodes)
+    interpolation = backward.interpolation
+    times = interpolation.ts * interpolation.direction
+
+    def qdot(t):
+        return rates_along(system, dense, unravel(backward.evaluate(t)), t)[2]
+
+    def batch(k, real, total):
+        k = jnp.where(real, k, 0)
+        a, b = times[k][:, None], times[k + 1][:, None]
+        ts = (a + (b - a) * fractions).reshape(-1)
+        scale = jnp.abs(b - a) * jnp.asarray(weights, times.dtype)
+        scale = jnp.where(real[:, None], scale, 0).reshape(-1)
+        values = jax.vmap(qdot)(ts)
+        return jtu.tree_map(
+            lambda s, v: s + jnp.tensordot(scale, v, axes=1), total, values
+        )
+
+    zero = jtu.tree_map(jnp.zeros_like, system.params.diff)
+    steps = interpolation.ts_size - 1
+    return over_batches(batch, zero, steps, times.shape[0] - 1, STEPS_PER_BATCH)
+
+
+class AbstractIntervalSolve(eqx.Module):
+    """How a diffrax solve between two save times carries `(w, q)`, and where it
+    reads `x(t)`: the backward state `y` (with `w = y[w_at]`), built from `(w, q)`
+    at a segment's right end and read back at its left."""
+
+    w_at: ClassVar[int] = 0
+
+    def start(self, segment: Segment, w: PyTree, q: PyTree) -> tuple:
+        return (w, q)
+
+    def end(self, y: tuple) -> tuple[PyTree, PyTree]:
+        return y
+
+    @abc.abstractmethod
+    def solve(
+        self, system, dense, y: tuple, *, t_right, t_left, dt0, options
+    ) -> tuple[tuple, Array]:
+        """`y(t_left)` from `y(t_right)` by one diffrax solve, and its number of
+        accepted steps."""
+
+
+def _carried_rates(t, y, args):
+    system, dense = args
+    w, _ = y
+    _, wdot, qdot = rates_along(system, dense, w, t)
+    return wdot, qdot
+
+
+def _w_rates(t, w, args):
+    return rates_along(*args, w, t)[1]
+
+
+def _reintegrated_rates(t, y, system):
+    x, w, _ = y
+    return system.rates(x, w, t)
+
+
+class CarriedIntegral(AbstractIntervalSolve):
+    """`(w, q)` stepped together, `x(t)` from the forward dense output; the error
+    control ignores `q`."""
+
+    def solve(self, system, dense, y, *, t_right, t_left, dt0, options):
+        return solve_backwards(
+            _carried_rates,
+            y,
+            t_right=t_right,
+            t_left=t_left,
+            dt0=dt0,
+            args=(system, dense),
+            options=options,
+        )
+
+
+class QuadratureIntegral(AbstractIntervalSolve):
+    """`w` stepped alone, `x(t)` from the forward dense output; `q` by
+    `nodes`-point Gauss–Legendre quadrature over the solve's accepted steps."""
+
+    nodes: int = eqx.field(static=True)
+
+    def solve(self, system, dense, y, *, t_right, t_left, dt0, options):
+        w, q = y
+        w, steps, backward, unravel = solve_backwards(
+            _w_rates,
+            w,
+            t_right=t_right,
+            t_left=t_left,
+            dt0=dt0,
+            args=(system, dense),
+            options=options,
+            carries_q=False,
+            dense=True,
+        )
+        integral = _integral_over_steps(system, dense, backward, unravel, self.nodes)
+        return (w, jtu.tree_map(jnp.subtract, q, integral)), steps
+
+
+class ReintegratedState(AbstractIntervalSolve):
+    """`(x, w, q)` stepped together: the state re-integrated backwards from the
+    forward's at the segment's right end (no dense output)."""
+
+    w_at: ClassVar[int] = 1
+
+    def start(self, segment, w, q):
+        return (segment.x_right, w, q)
+
+    def end(self, y):
+        return y[1], y[2]
+
+    def solve(self, system, dense, y, *, t_right, t_left, dt0, options):
+        return solve_backwards(
+            _reintegrated_rates,
+            y,
+            t_right=t_right,
+            t_left=t_left,
+            dt0=dt0,
+            args=system,
+            options=options,
+        )
+
+
+class BetweenSaveTimes(AbstractBackwardIntegrator):
+    """One diffrax solve per interval between the save times in a segment
+    (`solve_across_saves`), `w` jumping where each arrives; `interval` says what
+    each solve carries."""
+
+    jumps: Jumps
+    interval: AbstractIntervalSolve
+
+    def integrate(self, system, segment, dense, *, w, q, dt0, options):
+        solve = functools.partial(self.interval.solve, system, dense, options=options)
+        y, steps = solve_across_saves(
+            solve,
+            self.interval.start(segment, w, q),
+            w_at=self.interval.w_at,
+            jumps=self.jumps,
+            segment=segment,
+            dt0=dt0,
+        )
+        return (*self.interval.end(y), steps)
+
+    def w_at_start(self, w):
+        return self.jumps.w_at_start(w)

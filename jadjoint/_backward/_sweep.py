@@ -1,5 +1,6 @@
-"""The backward sweep: the adjoint method's segments integrated from `T` back to
-`t0`, one loop iteration each, the step size carried from one to the next."""
+"""The backward sweep: the storage's segments integrated from `T` back to `t0`, one
+loop iteration each, by the backward integrator, the step size carried from one to
+the next."""
 
 import diffrax
 import equinox as eqx
@@ -9,30 +10,30 @@ import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from .._differentiation_mode import loop_kind
-from .._forward import Forward, Segment
+from .._forward import AbstractStorage, Forward, Segment
 from .._options import Options
 from ._diffrax_solves import next_step_guess
-from ._jumps import Jumps
+from ._integrator import AbstractBackwardIntegrator
 from ._system import AdjointSystem
 
 
 def backward_sweep(
-    method,
+    storage: AbstractStorage,
+    integrator: AbstractBackwardIntegrator,
     *,
     system: AdjointSystem,
     forward: Forward,
-    jumps: Jumps,
     segments: Segment,
     dt_guess,
     options: Options,
 ) -> tuple[PyTree, PyTree]:
     """`(w(t0), q(t0))` from `w(T⁺) = 0`, `q(T) = 0`, integrating each of the
     `segments.count` batched `segments` (`t0` to `T` in order), last first, with
-    `method.integrate_segment`. Over thinned storage (`segments.spans`) a row stands
-    for several forward segments, which `method.span_segments` recovers before they
-    are integrated in turn. The loops' trip counts are traced (the forward solve's
-    own segments); their kind follows the differentiation mode, as in
-    `_batches.over_batches`.
+    `integrator`, over the forward solution that `storage` gives for each. Over
+    thinned storage (`segments.spans`) a row stands for several forward segments,
+    which `storage.span_segments` recovers before they are integrated in turn. The
+    loops' trip counts are traced (the forward solve's own segments); their kind
+    follows the differentiation mode, as in `_numerics/_batches.py`.
 
     The progress meter reports the rows done; the solves inside them report nothing
     (one bar per backward pass, not one per segment)."""
@@ -47,16 +48,12 @@ def backward_sweep(
     span = jnp.where(span > 0, span, 1)
     kind = loop_kind()
 
+    args = system.forward_args()
+
     def integrate(segment, v, q, dt):
-        v, q, steps = method.integrate_segment(
-            system=system,
-            forward=forward,
-            jumps=jumps,
-            segment=segment,
-            v=v,
-            q=q,
-            dt0=dt,
-            options=options,
+        dense = storage.dense(args, forward, segment, options)
+        v, q, steps = integrator.integrate(
+            system, segment, dense, w=v, q=q, dt0=dt, options=options
         )
         return v, q, next_step_guess(dt, segment.t_right - segment.t_left, steps)
 
@@ -81,7 +78,7 @@ def backward_sweep(
         r, v, q, dt, meter_state = carry
         if segments.spans:
             row = segments.row(jnp.maximum(r, 0))  # as in `integrate_all`
-            inner = method.span_segments(system, row, options)
+            inner = storage.span_segments(args, row, options)
             v, q, dt = integrate_all(inner, v, q, dt)
         else:
             row = segments.row(r)
@@ -97,4 +94,4 @@ def backward_sweep(
         kind=kind,
     )
     meter.close(meter_state)
-    return jumps.w_at_start(v), q
+    return integrator.w_at_start(v), q

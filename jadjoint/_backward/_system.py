@@ -59,6 +59,12 @@ class AdjointSystem(eqx.Module):
     solving: Solving
     cbar: PyTree | None
 
+    def forward_args(self) -> tuple:
+        """The forward solve's `args`, `(problem, p, solving)`: what the backward
+        pass needs to solve a forward segment again."""
+        p, problem = self.params.combined()
+        return problem, p, self.solving
+
     def rates(
         self, x: PyTree, w: PyTree, t, xdot_guess: Callable | None = None
     ) -> tuple[PyTree, PyTree, PyTree]:

@@ -1,26 +1,12 @@
-"""What the forward pass stores for an adjoint method, and the segments of the
-backward pass between stored states.
-
-A method's plan is a `Storage` (the save times, and whether the forward pass keeps
-its dense interpolation, in segments of a number of steps regenerated one at a time
-by `_restarts.py`) and the `Segment`s `[t_left, t_right]` that the backward
-pass integrates one after the other, from `T` back to `t0`, with the forward states
-at both ends.
+"""The segments `[t_left, t_right]` that the backward pass integrates one after the
+other, from `T` back to `t0`, with the forward states at their right ends
+(`_storage.py` lays them out).
 """
 
 import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
-
-
-class Storage(eqx.Module):
-    """The save times `times`, and what the forward pass keeps besides the states
-    there: with `restart_every = B`, a restartable state every `B` steps and the
-    last segment's dense interpolation (`_restarts.py`); with `None`, nothing."""
-
-    times: Array
-    restart_every: int | None = eqx.field(static=True, default=None)
 
 
 class Segment(eqx.Module):
