@@ -1,5 +1,6 @@
 """Save-time cotangents injected through the forward step's interpolant
-(`jadjoint/_injection.py`): the backward pass jumps at forward step starts only.
+(`jadjoint/_backward/_injection.py`): the backward pass jumps at forward step starts
+only.
 
 References: diffrax's `RecursiveCheckpointAdjoint` through `DiscretiseThenOptimise`
 at a tight tolerance, and the same method with the jumps left at the save times

@@ -86,7 +86,7 @@ def test_backsolve_fails_loudly_on_stiff_robertson():
 # The saved states' loss, as a new user writes it: diffrax's default Kvaerno5, 40
 # log-spaced save times (the last at T) or T alone, y2 weighted to the others' size.
 # Folding the jumps of `w` at the save times into one backward solve made it stall
-# at `max_steps` here (see `jadjoint/_jumps.py`).
+# at `max_steps` here (see `jadjoint/_backward/_jumps.py`).
 WEIGHTS = jnp.array([1.0, 1e4, 1.0])
 OBSERVED = ja.Problem.explicit(robertson)
 SAVE_TIMES = {"40 times": jnp.logspace(-3, 2, 40), "T only": jnp.array([100.0])}
