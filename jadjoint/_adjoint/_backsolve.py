@@ -1,6 +1,6 @@
 """`BacksolveAdjoint`: the state integrated backwards along with the adjoint."""
 
-from .._backward import BetweenSaveTimes, Jumps, ReintegratedState
+from .._backward import BetweenSaveTimes, ReintegratedState, SavedCotangents
 from .._forward import SaveTimeStorage
 from ._method import AbstractContinuousAdjoint
 
@@ -22,4 +22,4 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
         return SaveTimeStorage()
 
     def backward_integrator(self, *, t0, ts, xbar, times, options):
-        return BetweenSaveTimes(Jumps(t0, ts, xbar), ReintegratedState())
+        return BetweenSaveTimes(SavedCotangents(t0, ts, xbar), ReintegratedState())

@@ -7,7 +7,6 @@ from .._backward import (
     AlongForwardSteps,
     BetweenSaveTimes,
     CarriedIntegral,
-    Jumps,
     SavedCotangents,
     injects_through,
 )
@@ -78,6 +77,7 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
     def backward_integrator(self, *, t0, ts, xbar, times, options):
+        cotangents = SavedCotangents(t0, ts, xbar)
         if injects_through(options.solver, times):
-            return AlongForwardSteps(SavedCotangents(t0, ts, xbar))
-        return BetweenSaveTimes(Jumps(t0, ts, xbar), CarriedIntegral())
+            return AlongForwardSteps(cotangents)
+        return BetweenSaveTimes(cotangents, CarriedIntegral())

@@ -6,7 +6,6 @@ import equinox as eqx
 from .._backward import (
     AlongForwardSteps,
     BetweenSaveTimes,
-    Jumps,
     QuadratureIntegral,
     SavedCotangents,
     injects_through,
@@ -45,7 +44,7 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
     def backward_integrator(self, *, t0, ts, xbar, times, options):
+        cotangents = SavedCotangents(t0, ts, xbar)
         if injects_through(options.solver, times):
-            cotangents = SavedCotangents(t0, ts, xbar)
             return AlongForwardSteps(cotangents, quadrature_nodes=self.nodes)
-        return BetweenSaveTimes(Jumps(t0, ts, xbar), QuadratureIntegral(self.nodes))
+        return BetweenSaveTimes(cotangents, QuadratureIntegral(self.nodes))

@@ -12,7 +12,7 @@ from ._diffrax_solves import (
 )
 from ._injection import injects_through as injects_through
 from ._integrator import AbstractBackwardIntegrator as AbstractBackwardIntegrator
-from ._jumps import Jumps as Jumps, SavedCotangents as SavedCotangents
+from ._jumps import SavedCotangents as SavedCotangents
 from ._sweep import backward_sweep as backward_sweep
 from ._system import (
     AdjointSystem as AdjointSystem,

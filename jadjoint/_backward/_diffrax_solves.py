@@ -28,7 +28,7 @@ from .._forward import Segment
 from .._numerics import dense_output, gauss_legendre, over_batches
 from .._options import Options
 from ._integrator import AbstractBackwardIntegrator
-from ._jumps import Jumps
+from ._jumps import SavedCotangents
 from ._system import AdjointSystem
 
 
@@ -96,7 +96,7 @@ def next_step_guess(dt, length, steps):
 
 
 def solve_across_saves(
-    solve: Callable, y: tuple, *, w_at: int, jumps: Jumps, segment, dt0
+    solve: Callable, y: tuple, *, w_at: int, cotangents: SavedCotangents, segment, dt0
 ):
     """`y(t_left)` from `y(t_right)` over `segment = [t_left, t_right]`, and the
     number of accepted steps: one `solve(y, *, t_right, t_left, dt0) -> (y, steps)` per
@@ -109,14 +109,14 @@ def solve_across_saves(
     zero length where a save time sits on `t_right`); its kind follows the
     differentiation mode, as in `_sweep.py`."""
     t_left, t_right = segment.t_left, segment.t_right
-    first, end = jumps.inside(t_left, t_right)
+    first, end = cotangents.inside(t_left, t_right)
 
     def body(carry):
         i, t, y, dt, steps = carry
         saves = i >= first
-        t_to = jnp.where(saves, jumps.ts[jnp.maximum(i, 0)], t_left)
+        t_to = jnp.where(saves, cotangents.ts[jnp.maximum(i, 0)], t_left)
         y, taken = solve(y, t_right=t, t_left=t_to, dt0=dt)
-        w = jumps.jump(y[w_at], jnp.maximum(i, 0))
+        w = cotangents.jump(y[w_at], jnp.maximum(i, 0))
         w = jtu.tree_map(lambda a, b: jnp.where(saves, a, b), w, y[w_at])
         y = (*y[:w_at], w, *y[w_at + 1 :])
         dt = jnp.where(taken > 0, next_step_guess(dt, t - t_to, taken), dt)
@@ -126,13 +126,13 @@ def solve_across_saves(
         i, t, *_ = carry
         return (i >= first) | (t > t_left)
 
-    if jumps.xbar is None:
+    if cotangents.xbar is None:
         return solve(y, t_right=t_right, t_left=t_left, dt0=dt0)
     _, _, y, _, steps = eqxi.while_loop(
         cond,
         body,
         (end - 1, t_right, y, dt0, jnp.zeros((), jnp.int32)),
-        max_steps=jumps.ts.shape[0] + 1,
+        max_steps=cotangents.ts.shape[0] + 1,
         kind=loop_kind(),
     )
     return y, steps
@@ -197,8 +197,8 @@ class AbstractIntervalSolve(eqx.Module):
     def solve(
         self, system, dense, y: tuple, *, t_right, t_left, dt0, options
     ) -> tuple[tuple, Array]:
-        """`y(t_left)` from `y(t_right)` by one diffrax solve, and its number of
-        accepted steps."""
+        """`y(t_left)` from `y(t_right)` by one diffrax solve (`solve_backwards`,
+        which takes the keywords), and its number of accepted steps."""
 
 
 def _carried_rates(t, y, args):
@@ -221,16 +221,8 @@ class CarriedIntegral(AbstractIntervalSolve):
     """`(w, q)` stepped together, `x(t)` from the forward dense output; the error
     control ignores `q`."""
 
-    def solve(self, system, dense, y, *, t_right, t_left, dt0, options):
-        return solve_backwards(
-            _carried_rates,
-            y,
-            t_right=t_right,
-            t_left=t_left,
-            dt0=dt0,
-            args=(system, dense),
-            options=options,
-        )
+    def solve(self, system, dense, y, **interval):
+        return solve_backwards(_carried_rates, y, args=(system, dense), **interval)
 
 
 class QuadratureIntegral(AbstractIntervalSolve):
@@ -239,18 +231,10 @@ class QuadratureIntegral(AbstractIntervalSolve):
 
     nodes: int = eqx.field(static=True)
 
-    def solve(self, system, dense, y, *, t_right, t_left, dt0, options):
+    def solve(self, system, dense, y, **interval):
         w, q = y
         w, steps, backward, unravel = solve_backwards(
-            _w_rates,
-            w,
-            t_right=t_right,
-            t_left=t_left,
-            dt0=dt0,
-            args=(system, dense),
-            options=options,
-            carries_q=False,
-            dense=True,
+            _w_rates, w, args=(system, dense), carries_q=False, dense=True, **interval
         )
         integral = _integral_over_steps(system, dense, backward, unravel, self.nodes)
         return (w, jtu.tree_map(jnp.subtract, q, integral)), steps
@@ -268,16 +252,8 @@ class ReintegratedState(AbstractIntervalSolve):
     def end(self, y):
         return y[1], y[2]
 
-    def solve(self, system, dense, y, *, t_right, t_left, dt0, options):
-        return solve_backwards(
-            _reintegrated_rates,
-            y,
-            t_right=t_right,
-            t_left=t_left,
-            dt0=dt0,
-            args=system,
-            options=options,
-        )
+    def solve(self, system, dense, y, **interval):
+        return solve_backwards(_reintegrated_rates, y, args=system, **interval)
 
 
 class BetweenSaveTimes(AbstractBackwardIntegrator):
@@ -285,7 +261,7 @@ class BetweenSaveTimes(AbstractBackwardIntegrator):
     (`solve_across_saves`), `w` jumping where each arrives; `interval` says what
     each solve carries."""
 
-    jumps: Jumps
+    cotangents: SavedCotangents
     interval: AbstractIntervalSolve
 
     def integrate(self, system, segment, dense, *, w, q, dt0, options):
@@ -294,11 +270,11 @@ class BetweenSaveTimes(AbstractBackwardIntegrator):
             solve,
             self.interval.start(segment, w, q),
             w_at=self.interval.w_at,
-            jumps=self.jumps,
+            cotangents=self.cotangents,
             segment=segment,
             dt0=dt0,
         )
         return (*self.interval.end(y), steps)
 
     def w_at_start(self, w):
-        return self.jumps.w_at_start(w)
+        return self.cotangents.jump_at_t0(w)

@@ -3,7 +3,8 @@
 `w` jumps at every save time, `w(t_i⁻) = w(t_i⁺) − x̄_i` ([the adjoint
 equations][the-adjoint-equations]). Where the observations are not injected through
 the forward steps (`_injection.py`), the backward pass ends a diffrax solve at each
-save time and applies the jump to `w` itself (`_backward.solve_across_saves`).
+save time and applies the jump to `w` itself
+(`_diffrax_solves.solve_across_saves`).
 
 Why not fold the jumps into one continuous variable `v = w + Σ_{t_i > t} x̄_i` and
 solve across them in one go: `v` then carries the sum of the cotangents still ahead,
@@ -20,42 +21,6 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 
-class Jumps(eqx.Module):
-    """The save times `ts` and the cotangents `xbar` of the states saved there (rows
-    of each leaf; `None` when the saved states are not differentiated), for a
-    backward pass from `T` to `t0`."""
-
-    t0: Array
-    ts: Array
-    xbar: PyTree | None
-
-    def inside(self, t_left, t_right) -> tuple[Array, Array]:
-        """`(first, end)`: the save times in `(t_left, t_right]` are
-        `ts[first:end]`. A save time at a boundary between two backward solves
-        belongs to the one on its left, where the solve from the right arrives."""
-        first = jnp.searchsorted(self.ts, t_left, side="right")
-        end = jnp.searchsorted(self.ts, t_right, side="right")
-        return first, end
-
-    def jump(self, w: PyTree, i) -> PyTree:
-        """`w(t_i⁻) = w(t_i⁺) − x̄_i`."""
-        if self.xbar is None:
-            return w
-        return jtu.tree_map(lambda a, rows: a - rows[i], w, self.xbar)
-
-    def w_at_start(self, w: PyTree) -> PyTree:
-        """`w(t0)` after the jumps of the save times at `t0`, which no backward
-        solve arrives at."""
-        if self.xbar is None:
-            return w
-        at_start = self.ts == self.t0
-        return jtu.tree_map(
-            lambda a, rows: a - jnp.tensordot(at_start.astype(rows.dtype), rows, 1),
-            w,
-            self.xbar,
-        )
-
-
 class StepJumps(eqx.Module):
     """Jumps of `w` at forward step starts (the injected observations of
     `_injection.py`): slot `i < count` holds the `x̄` (rows of `xbar`; `None` when
@@ -68,10 +33,11 @@ class StepJumps(eqx.Module):
 
 
 class SavedCotangents(eqx.Module):
-    """The cotangents `xbar` of the states saved at `ts`, kept for injection through
-    the steps of each backward segment's forward re-solve (`_injection.py`), once
-    that segment is regenerated. A save time on a segment boundary belongs to the
-    segment on its left; one at `t0`, to the first segment."""
+    """The cotangents `xbar` of the states saved at `ts` (rows of each leaf; `None`
+    when the saved states are not differentiated), for a backward pass from `T` to
+    `t0`: injected through the steps of each backward segment's forward re-solve
+    (`in_segment`, `_injection.py`), or jumped at where a diffrax solve arrives
+    (`inside`, `jump`, `jump_at_t0`)."""
 
     t0: Array
     ts: Array
@@ -89,9 +55,29 @@ class SavedCotangents(eqx.Module):
         )
         return ts, rows_where(inside, self.xbar)
 
-    def w_at_start(self, w: PyTree) -> PyTree:
-        """`w(t0)`: every segment has applied its jumps already."""
-        return w
+    def inside(self, t_left, t_right) -> tuple[Array, Array]:
+        """`(first, end)`: the save times in `(t_left, t_right]` are
+        `ts[first:end]`. A save time at a boundary between two backward solves
+        belongs to the one on its left, where the solve from the right arrives."""
+        first = jnp.searchsorted(self.ts, t_left, side="right")
+        end = jnp.searchsorted(self.ts, t_right, side="right")
+        return first, end
+
+    def jump(self, w: PyTree, i) -> PyTree:
+        """`w(t_i⁻) = w(t_i⁺) − x̄_i`."""
+        return jtu.tree_map(lambda a, rows: a - rows[i], w, self.xbar)
+
+    def jump_at_t0(self, w: PyTree) -> PyTree:
+        """`w(t0)` after the jumps of the save times at `t0`, which no solve
+        arriving from the right reaches."""
+        if self.xbar is None:
+            return w
+        at_start = self.ts == self.t0
+        return jtu.tree_map(
+            lambda a, rows: a - jnp.tensordot(at_start.astype(rows.dtype), rows, 1),
+            w,
+            self.xbar,
+        )
 
 
 def rows_where(keep: Array, tree: PyTree) -> PyTree:
