@@ -2,9 +2,11 @@
 
 Its inputs are `(p, x0, problem, (t0, t1, ts))` with `problem` closure-converted; its
 outputs the cost, the saved states, the statistics, the result and where the solve
-stopped. The forward rule solves through the adjoint method's storage; the reverse
-rule builds the adjoint system of `jadjoint/_backward/_system.py` and sweeps
-the method's segments backwards (`jadjoint/_backward/_sweep.py`).
+stopped. The forward rule binds the problem to its parameters and prepares its solves
+once (`BoundProblem`), solves through the adjoint method's storage and keeps the
+bound problem in the residuals; the reverse rule builds the adjoint system of
+`jadjoint/_backward/_system.py` on it and sweeps the method's segments backwards
+(`jadjoint/_backward/_sweep.py`).
 
 Inside a `custom_vjp` JAX may pass a primal that was a Python number as one (a
 `float` subclass), which equinox's filtered transformations take for a static value:
@@ -16,10 +18,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import PyTree
 
-from .._backward import AdjointSystem, Params, backward_sweep, time_gradients
+from .._backward import AdjointSystem, backward_sweep, time_gradients
 from .._errors import check_finite_gradients
 from .._forward import integrate
 from .._inputs import parameter_arrays
+from .._problem import BoundProblem
 from .._results import RESULTS
 
 
@@ -29,7 +32,14 @@ def adjoint_solve(inputs, dt0, options, method):
     by `method`'s continuous adjoint."""
     p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     forward = integrate(
-        problem, p, x0, t0=t0, t1=t1, ts=ts, dt0=dt0, options=options, dense=False
+        BoundProblem.prepare(problem, p, x0, options),
+        x0,
+        t0=t0,
+        t1=t1,
+        ts=ts,
+        dt0=dt0,
+        options=options,
+        dense=False,
     )
     return forward.outputs(options.throw)
 
@@ -38,10 +48,11 @@ def adjoint_solve(inputs, dt0, options, method):
 def _adjoint_solve_fwd(perturbed, inputs, dt0, options, method):
     del perturbed
     p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
+    bound = BoundProblem.prepare(problem, p, x0, options)
     forward = method.storage().forward(
-        problem, p, x0, t0=t0, t1=t1, ts=ts, dt0=dt0, options=options
+        bound, x0, t0=t0, t1=t1, ts=ts, dt0=dt0, options=options
     )
-    return forward.outputs(options.throw), forward
+    return forward.outputs(options.throw), (forward, bound)
 
 
 def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
@@ -61,18 +72,17 @@ def _is_none(x) -> bool:
 
 
 @adjoint_solve.def_bwd
-def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, method):
+def _adjoint_solve_bwd(residuals, cotangents, perturbed, inputs, dt0, options, method):
+    forward, bound = residuals
     cbar, xbar, _, _, _ = cotangents
-    p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
+    _, x0, _, (t0, t1, ts) = parameter_arrays(inputs)
     p_perturbed, x0_perturbed, problem_perturbed, times_perturbed = perturbed
-    if problem.f is None:
+    if bound.problem.f is None:
         cbar = None
     storage = method.storage()
     xs = forward.xs
     xbar = _materialise(xbar, xs)
-    diff, static = eqx.partition((p, problem), (p_perturbed, problem_perturbed))
-    solving = problem.h.prepare(x0, options.newton_tol, options.throw)
-    system = AdjointSystem(Params(diff, static), solving, cbar)
+    system = AdjointSystem.partitioned(bound, p_perturbed, problem_perturbed, cbar)
     steps = jnp.maximum(forward.stats["num_accepted_steps"], 1)
     dt_guess = (t1 - t0) / steps
     failed = forward.result != RESULTS.successful
@@ -82,7 +92,11 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
         # checks again.
         dt_guess = forward.result.error_if(dt_guess, failed)
     integrator = method.backward_integrator(
-        t0=t0, ts=ts, xbar=xbar, times=any(times_perturbed), options=options
+        t0=t0,
+        ts=ts,
+        xbar=xbar,
+        times_differentiated=any(times_perturbed),
+        options=options,
     )
     w0, q0 = backward_sweep(
         storage,
@@ -97,12 +111,11 @@ def _adjoint_solve_bwd(forward, cotangents, perturbed, inputs, dt0, options, met
         w0, q0 = check_finite_gradients((w0, q0))
     else:
         w0, q0 = jtu.tree_map(lambda a: jnp.where(failed, jnp.nan, a), (w0, q0))
-    p_grad, problem_grad = jtu.tree_map(jnp.negative, q0)
+    q0 = jtu.tree_map(jnp.negative, q0)
+    p_grad, problem_grad = q0.p, q0.problem
     x0_grad = jtu.tree_map(lambda w, on: -w if on else None, w0, x0_perturbed)
     times_grad = time_gradients(
-        problem,
-        solving,
-        p,
+        bound,
         times=(t0, t1, ts),
         perturbed=times_perturbed,
         x0=x0,

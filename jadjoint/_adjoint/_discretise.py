@@ -6,6 +6,7 @@ import diffrax
 import equinox as eqx
 
 from .._forward import integrate
+from .._problem import BoundProblem
 from ._method import AbstractAdjointMethod
 
 
@@ -40,8 +41,7 @@ class DiscretiseThenOptimise(AbstractAdjointMethod):
     def differentiable_solve(self, problem, p, x0, *, times, dt0, options):
         t0, t1, ts = times
         forward = integrate(
-            problem,
-            p,
+            BoundProblem.prepare(problem, p, x0, options),
             x0,
             t0=t0,
             t1=t1,

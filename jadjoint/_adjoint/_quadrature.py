@@ -43,8 +43,8 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     nodes: int = eqx.field(static=True, default=3)
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
-    def backward_integrator(self, *, t0, ts, xbar, times, options):
+    def backward_integrator(self, *, t0, ts, xbar, times_differentiated, options):
         cotangents = SavedCotangents(t0, ts, xbar)
-        if injects_through(options.solver, times):
+        if injects_through(options.solver, times_differentiated):
             return AlongForwardSteps(cotangents, quadrature_nodes=self.nodes)
         return BetweenSaveTimes(cotangents, QuadratureIntegral(self.nodes))

@@ -16,6 +16,5 @@ from ._jumps import SavedCotangents as SavedCotangents
 from ._sweep import backward_sweep as backward_sweep
 from ._system import (
     AdjointSystem as AdjointSystem,
-    Params as Params,
     time_gradients as time_gradients,
 )

@@ -33,12 +33,11 @@ import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import loop_kind
 from .._errors import raise_or_nan
-from .._numerics import dense_output, gauss_legendre
+from .._numerics import Stages, dense_output, gauss_legendre
 from .._options import Options
 from ._injection import injected_observations
 from ._integrator import AbstractBackwardIntegrator
@@ -95,16 +94,14 @@ def integrate_along_steps(
         wdot, qdot = adjoint_rates(polynomial, t, w)
         return wdot, None if quadrature_nodes else qdot
 
-    stages = len(tableau.c) + 1
-    a = np.zeros((stages, stages))
-    for j, row in enumerate(tableau.a_lower):
-        a[j + 1, : j + 1] = row
-    c = np.concatenate([[0.0], tableau.c])
+    butcher = Stages(tableau)
+    stages = butcher.count
     dtype = jnp.result_type(*jtu.tree_leaves(w))
     a, b, b_error = (
-        jnp.asarray(weights, dtype) for weights in (a, tableau.b_sol, tableau.b_error)
+        jnp.asarray(weights, dtype)
+        for weights in (butcher.a, butcher.b, butcher.b_error)
     )
-    c = jnp.asarray(c, t_end.dtype)
+    c = jnp.asarray(butcher.c, t_end.dtype)
 
     def weighted(weights, ks):
         return jtu.tree_map(lambda K: jnp.tensordot(weights, K, axes=1), ks)

@@ -24,7 +24,7 @@ from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import inner_adjoint, loop_kind
 from .._errors import raise_or_nan
-from .._forward import Segment
+from .._forward import Segments
 from .._numerics import dense_output, gauss_legendre, over_batches
 from .._options import Options
 from ._integrator import AbstractBackwardIntegrator
@@ -159,25 +159,25 @@ def _integral_over_steps(system, dense, backward, unravel, nodes: int) -> PyTree
     `STEPS_PER_BATCH` at a time, all their nodes through one vmapped VJP."""
     fractions, weights = gauss_legendre(nodes)
     interpolation = backward.interpolation
-    times = interpolation.ts * interpolation.direction
+    step_times = interpolation.ts * interpolation.direction
 
     def qdot(t):
         return rates_along(system, dense, unravel(backward.evaluate(t)), t)[2]
 
     def batch(k, real, total):
         k = jnp.where(real, k, 0)
-        a, b = times[k][:, None], times[k + 1][:, None]
+        a, b = step_times[k][:, None], step_times[k + 1][:, None]
         ts = (a + (b - a) * fractions).reshape(-1)
-        scale = jnp.abs(b - a) * jnp.asarray(weights, times.dtype)
+        scale = jnp.abs(b - a) * jnp.asarray(weights, step_times.dtype)
         scale = jnp.where(real[:, None], scale, 0).reshape(-1)
         values = jax.vmap(qdot)(ts)
         return jtu.tree_map(
             lambda s, v: s + jnp.tensordot(scale, v, axes=1), total, values
         )
 
-    zero = jtu.tree_map(jnp.zeros_like, system.params.diff)
+    zero = jtu.tree_map(jnp.zeros_like, system.diff)
     steps = interpolation.ts_size - 1
-    return over_batches(batch, zero, steps, times.shape[0] - 1, STEPS_PER_BATCH)
+    return over_batches(batch, zero, steps, step_times.shape[0] - 1, STEPS_PER_BATCH)
 
 
 class AbstractIntervalSolve(eqx.Module):
@@ -187,7 +187,7 @@ class AbstractIntervalSolve(eqx.Module):
 
     w_at: ClassVar[int] = 0
 
-    def start(self, segment: Segment, w: PyTree, q: PyTree) -> tuple:
+    def start(self, segment: Segments, w: PyTree, q: PyTree) -> tuple:
         return (w, q)
 
     def end(self, y: tuple) -> tuple[PyTree, PyTree]:

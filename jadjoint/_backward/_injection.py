@@ -37,9 +37,9 @@ from ._system import AdjointSystem
 STEPS_PER_BATCH = 4
 
 
-def injects_through(solver: diffrax.AbstractSolver, times: bool) -> bool:
+def injects_through(solver: diffrax.AbstractSolver, times_differentiated: bool) -> bool:
     """Whether the observations are injected: for explicit Runge–Kutta solvers, when
-    the times (`times`: `t0`, `t1` or the save times) are not differentiated.
+    the times (`t0`, `t1` or the save times) are not differentiated.
     Elsewhere the jumps stay at the save times.
 
     - An implicit solver's interpolant is built from its stage derivatives
@@ -52,7 +52,7 @@ def injects_through(solver: diffrax.AbstractSolver, times: bool) -> bool:
       gradient with respect to `t0` was 6 % off the finite difference of the
       gradient (the pendulum of jax's `odeint` tests, 10 save times), for a cause
       not found yet."""
-    return isinstance(solver, diffrax.AbstractERK) and not times
+    return isinstance(solver, diffrax.AbstractERK) and not times_differentiated
 
 
 def _per_step(dense: diffrax.DenseInterpolation, ts: Array, xbar: PyTree):
@@ -89,14 +89,13 @@ def injected_observations(
     options: Options,
 ) -> tuple[StepJumps, PyTree | None]:
     """The jumps of `w` at the starts of the forward steps that hold save times,
-    and the direct contribution `Σ p̄_k` to the gradient of `system.params.diff`;
+    and the direct contribution `Σ p̄_k` to the gradient of `system.diff`;
     no jumps and `None` when the saved states are not differentiated."""
     if xbar is None:
         # One unused slot, so that the slot lookups stay in bounds.
         slots = jnp.zeros(1, jnp.int32)
         return StepJumps(slots, None, jnp.zeros((), jnp.int32)), None
     slot_step, per_slot, count = _per_step(dense, ts, xbar)
-    params = system.params
 
     def start(k):
         # An explicit Runge–Kutta step's dense information holds its start: read,
@@ -110,16 +109,15 @@ def injected_observations(
         starts = jax.vmap(start)(ks)
 
         def dense_infos(xs, diff):
+            bound = system.bound(diff)
+
             def one(k, x, cost):
                 _, t0, t1 = dense_output.step(dense, k)
-                p, problem = params.combined(diff)
-                return step_dense_info(
-                    problem, p, x, cost, t0=t0, t1=t1, options=options
-                )
+                return step_dense_info(bound, x, cost, t0=t0, t1=t1, options=options)
 
             return jax.vmap(one)(ks, xs, starts[1])
 
-        return jax.vjp(dense_infos, starts[0], params.diff)[1](cotangents)
+        return jax.vjp(dense_infos, starts[0], system.diff)[1](cotangents)
 
     def batch(slots, real, carry):
         jumps, direct = carry
@@ -136,7 +134,7 @@ def injected_observations(
 
     zero = (
         jtu.tree_map(jnp.zeros_like, xbar),
-        jtu.tree_map(jnp.zeros_like, params.diff),
+        jtu.tree_map(jnp.zeros_like, system.diff),
     )
     n = ts.shape[0]
     jumps, direct = over_batches(batch, zero, count, n, min(STEPS_PER_BATCH, n))

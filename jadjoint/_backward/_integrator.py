@@ -8,7 +8,7 @@ import diffrax
 import equinox as eqx
 from jaxtyping import Array, PyTree
 
-from .._forward import Segment
+from .._forward import Segments
 from .._options import Options
 from ._system import AdjointSystem
 
@@ -21,7 +21,7 @@ class AbstractBackwardIntegrator(eqx.Module):
     def integrate(
         self,
         system: AdjointSystem,
-        segment: Segment,
+        segment: Segments,
         dense: diffrax.DenseInterpolation | None,
         *,
         w: PyTree,

@@ -10,7 +10,7 @@ import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from .._differentiation_mode import loop_kind
-from .._forward import AbstractStorage, Forward, Segment
+from .._forward import AbstractStorage, Forward, Segments
 from .._options import Options
 from ._diffrax_solves import next_step_guess
 from ._integrator import AbstractBackwardIntegrator
@@ -23,7 +23,7 @@ def backward_sweep(
     *,
     system: AdjointSystem,
     forward: Forward,
-    segments: Segment,
+    segments: Segments,
     dt_guess,
     options: Options,
 ) -> tuple[PyTree, PyTree]:
@@ -38,7 +38,7 @@ def backward_sweep(
     The progress meter reports the rows done; the solves inside them report nothing
     (one bar per backward pass, not one per segment)."""
     v = jtu.tree_map(lambda a: jnp.zeros_like(a[0]), segments.x_right)
-    q = jtu.tree_map(jnp.zeros_like, system.params.diff)
+    q = jtu.tree_map(jnp.zeros_like, system.diff)
     meter = options.progress_meter
     options = eqx.tree_at(
         lambda o: o.progress_meter, options, diffrax.NoProgressMeter()
@@ -48,10 +48,10 @@ def backward_sweep(
     span = jnp.where(span > 0, span, 1)
     kind = loop_kind()
 
-    args = system.forward_args()
+    bound = system.bound()
 
     def integrate(segment, v, q, dt):
-        dense = storage.dense(args, forward, segment, options)
+        dense = storage.dense(bound, forward, segment, options)
         v, q, steps = integrator.integrate(
             system, segment, dense, w=v, q=q, dt0=dt, options=options
         )
@@ -78,7 +78,7 @@ def backward_sweep(
         r, v, q, dt, meter_state = carry
         if segments.spans:
             row = segments.row(jnp.maximum(r, 0))  # as in `integrate_all`
-            inner = storage.span_segments(args, row, options)
+            inner = storage.span_segments(bound, row, options)
             v, q, dt = integrate_all(inner, v, q, dt)
         else:
             row = segments.row(r)

@@ -34,36 +34,38 @@ import jax.tree_util as jtu
 from jaxtyping import PyTree
 
 from .._errors import check_finite_adjoint_rates
-from .._problem import Solving
-
-
-class Params(eqx.Module):
-    """What the gradient is taken with respect to: the parameters `p` and the
-    problem's closure-converted callables (whose leaves are the arrays they close
-    over), split into the perturbed leaves `diff` and everything else `static`."""
-
-    diff: PyTree
-    static: PyTree
-
-    def combined(self, diff: PyTree | None = None):
-        return eqx.combine(self.diff if diff is None else diff, self.static)
+from .._problem import BoundProblem
 
 
 class AdjointSystem(eqx.Module):
     """The right-hand side of the adjoint ODE for given cotangents.
 
+    What the gradient is taken with respect to is the bound problem's perturbed
+    leaves, `diff` (of `p`, and of the problem's closure-converted callables: the
+    arrays they close over); `static` holds the rest, the prepared solves included,
+    so that `eqx.combine(diff, static)` is the forward pass's `BoundProblem`. `q`
+    has the structure of `diff`.
+
     `cbar` is the cotangent of the cost, or `None` when the cost is not
     differentiated (then `f` is not evaluated)."""
 
-    params: Params
-    solving: Solving
+    diff: BoundProblem
+    static: BoundProblem
     cbar: PyTree | None
 
-    def forward_args(self) -> tuple:
-        """The forward solve's `args`, `(problem, p, solving)`: what the backward
-        pass needs to solve a forward segment again."""
-        p, problem = self.params.combined()
-        return problem, p, self.solving
+    @classmethod
+    def partitioned(
+        cls, bound: BoundProblem, p_perturbed, problem_perturbed, cbar
+    ) -> "AdjointSystem":
+        """The system of `bound`, differentiated with respect to the leaves of `p`
+        and of the problem that the `custom_vjp` flags as perturbed."""
+        spec = bound.perturbed_filter(p_perturbed, problem_perturbed)
+        return cls(*eqx.partition(bound, spec), cbar)
+
+    def bound(self, diff: BoundProblem | None = None) -> BoundProblem:
+        """The forward pass's bound problem; with `diff`, its perturbed leaves
+        replaced (the function to differentiate)."""
+        return eqx.combine(self.diff if diff is None else diff, self.static)
 
     def rates(
         self, x: PyTree, w: PyTree, t, xdot_guess: Callable | None = None
@@ -72,20 +74,22 @@ class AdjointSystem(eqx.Module):
         with `λ = h_ẋ^{-ᵀ} w`, by one VJP of `(h, f)` at `(x, ẋ)` (of `(φ, f)` for an
         explicit ODE, which needs no separate evaluation of `ẋ = φ`). `xdot_guess()`
         starts Newton for an implicit `h`."""
-        params, cbar = self.params, self.cbar
-        p, problem = params.combined()
-        xdot, cotangent = problem.h.adjoint_cotangent(
-            x, w, p, t, self.solving, xdot_guess
+        cbar = self.cbar
+        bound = self.bound()
+        solving = bound.solving
+        xdot, cotangent = bound.problem.h.adjoint_cotangent(
+            x, w, bound.p, t, solving, xdot_guess
         )
 
         def dynamics(x, diff):
-            p, problem = params.combined(diff)
+            bound = self.bound(diff)
+            p, problem = bound.p, bound.problem
             cost_rate = None if cbar is None else problem.f(x, p, t)
             return problem.h.linearised(x, xdot, p, t), cost_rate
 
-        (out, _), vjp = jax.vjp(dynamics, x, params.diff)
+        (out, _), vjp = jax.vjp(dynamics, x, self.diff)
         wdot, qdot = vjp((cotangent, cbar))
-        if self.solving.throw:
+        if solving.throw:
             # `ẇ` only: a non-finite `q̇` (the size of `p`) feeds back into nothing
             # and is caught in the gradient at the end.
             wdot = check_finite_adjoint_rates(wdot)
@@ -93,7 +97,7 @@ class AdjointSystem(eqx.Module):
 
 
 def time_gradients(
-    problem, solving, p, *, times, perturbed, x0, x_final, xs, w0, xbar, cbar
+    bound: BoundProblem, *, times, perturbed, x0, x_final, xs, w0, xbar, cbar
 ) -> tuple:
     """Gradients with respect to `times = (t0, t1, ts)`, each `None` unless
     `perturbed`:
@@ -107,14 +111,13 @@ def time_gradients(
     t0_on, t1_on, ts_on = perturbed
 
     def running_cost(x, t):
-        return 0.0 if cbar is None else cbar * problem.f(x, p, t)
+        return 0.0 if cbar is None else cbar * bound.problem.f(x, bound.p, t)
 
     def dot(a, b):
         pairs = zip(jtu.tree_leaves(a), jtu.tree_leaves(b), strict=True)
         return sum(jnp.sum(u * v) for u, v in pairs)
 
-    def xdot(x, t):
-        return problem.h.xdot(x, p, t, solving)
+    xdot = bound.xdot
 
     t0_grad = t1_grad = ts_grad = None
     if t0_on:

@@ -8,7 +8,7 @@ from ._integrate import (
     integrate as integrate,
     step_dense_info as step_dense_info,
 )
-from ._segments import Segment as Segment
+from ._segments import Segments as Segments
 from ._storage import (
     AbstractStorage as AbstractStorage,
     SaveTimeStorage as SaveTimeStorage,

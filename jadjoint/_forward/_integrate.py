@@ -10,7 +10,9 @@ from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import inner_adjoint
 from .._errors import check_finite_outputs, checked_outcome, raise_if_failed
+from .._numerics import Stages
 from .._options import Options
+from .._problem import BoundProblem
 from .._results import INITIALISATION_FAILED, RESULTS
 
 STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
@@ -46,13 +48,10 @@ class Forward(eqx.Module):
         return cost, xs, self.stats, self.result, (self.t_last, self.x_last)
 
 
-def augmented_rates(t, y, args):
+def augmented_rates(t, y, bound: BoundProblem):
     """`(ẋ, ċ)` with `ċ = f(x, p, t)`: the cost integral rides along with the state."""
-    problem, p, solving = args
     x, _ = y
-    cost_rate = 0.0 if problem.f is None else problem.f(x, p, t)
-    xdot = problem.h.xdot(x, p, t, solving)
-    return xdot, jnp.asarray(cost_rate, cost_dtype(x))
+    return bound.xdot(x, t), bound.cost_rate(x, t)
 
 
 def cost_dtype(x: PyTree):
@@ -60,8 +59,7 @@ def cost_dtype(x: PyTree):
 
 
 def integrate(
-    problem,
-    p: PyTree,
+    bound: BoundProblem,
     x0: PyTree,
     *,
     t0,
@@ -72,12 +70,11 @@ def integrate(
     dense: bool,
     adjoint: diffrax.AbstractAdjoint | None = None,
 ) -> Forward:
-    """Solve the ODE `problem` from `x0` at `t0` to `t1`, keeping the states at `ts`
-    (and the dense interpolation when `dense`). Newton for an implicit `h` starts from
-    `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
+    """Solve the ODE `bound.problem` from `x0` at `t0` to `t1`, keeping the states at
+    `ts` (and the dense interpolation when `dense`). Newton for an implicit `h` starts
+    from `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
     differentiation mode allows; `_differentiation_mode.py`)."""
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
-    solving = problem.h.prepare(x0, options.newton_tol, options.throw)
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
         options.solver,
@@ -85,7 +82,7 @@ def integrate(
         t1,
         dt0,
         y0,
-        args=(problem, p, solving),
+        args=bound,
         saveat=diffrax.SaveAt(ts=ts, t1=True, dense=dense),
         stepsize_controller=options.controller(),
         max_steps=options.max_steps,
@@ -109,11 +106,11 @@ def integrate(
 
 
 def step_dense_info(
-    problem, p: PyTree, x: PyTree, cost, *, t0, t1, options: Options
+    bound: BoundProblem, x: PyTree, cost, *, t0, t1, options: Options
 ) -> dict:
     """The dense information `dict(y0, y1, k)` of the forward step `[t0, t1]` of an
     explicit Runge–Kutta solver from `(x, cost)`, as a differentiable function of `x`
-    and of `p` and the problem's leaves; the step size held fixed.
+    and of `bound`'s parameters and problem leaves; the step size held fixed.
 
     The stages are written out from the solver's public Butcher tableau (`k_j = h
     f(t0 + c_j h, y0 + Σ a_jl k_l)`, `y1 = y0 + Σ b_j k_j`), which reproduces
@@ -123,14 +120,12 @@ def step_dense_info(
     gradient of the gradient. (Running `solver.step` with the bounded loop instead
     made the spiral's gradient 25 % slower; the unrolled stages cost what
     `solver.step` does.)"""
-    tableau = options.solver.tableau
-    solving = problem.h.prepare(x, options.newton_tol, options.throw)
-    args = (problem, p, solving)
+    stages = Stages(options.solver.tableau)
     y0 = (x, cost)
     h = t1 - t0
 
     def increment(t, y):
-        return jtu.tree_map(lambda rate: h * rate, augmented_rates(t, y, args))
+        return jtu.tree_map(lambda rate: h * rate, augmented_rates(t, y, bound))
 
     def combine(weights, ks):
         def leaf(y, *k):
@@ -139,10 +134,10 @@ def step_dense_info(
 
         return jtu.tree_map(leaf, y0, *ks)
 
-    ks = [increment(t0, y0)]
-    for c, a in zip(tableau.c, tableau.a_lower, strict=True):
-        ks.append(increment(t0 + float(c) * h, combine(a, ks)))
-    y1 = combine(tableau.b_sol, ks)
+    ks = []
+    for j in range(stages.count):
+        ks.append(increment(t0 + float(stages.c[j]) * h, combine(stages.a[j, :j], ks)))
+    y1 = combine(stages.b, ks)
     return dict(y0=y0, y1=y1, k=jtu.tree_map(lambda *k: jnp.stack(k), *ks))
 
 

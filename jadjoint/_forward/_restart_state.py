@@ -17,17 +17,18 @@ from ._integrate import augmented_rates
 
 # The restart rows are thinned only in a solve that may take more steps than this
 # (diffrax's default `max_steps`): up to it, storage is as it was without thinning,
-# whatever `B`, and so is the compiled code.
+# whatever `segment_steps`, and so is the compiled code.
 THINNING_STEPS = 4096
 
 
-def storage_rows(max_steps: int, steps: int) -> tuple[int, int | None]:
+def storage_rows(max_steps: int, segment_steps: int) -> tuple[int, int | None]:
     """`(rows, span)`: the restart rows of a solve of at most `max_steps` steps in
-    segments of `steps`, and, when they are thinned, the most segments one row may
-    come to stand for (a power of two; `None` when never thinned). Thinning keeps
-    `⌈THINNING_STEPS / steps⌉` rows (an even number) however large `max_steps` is."""
-    segments = -(-max_steps // steps)
-    rows = -(-THINNING_STEPS // steps)
+    segments of `segment_steps`, and, when they are thinned, the most segments one
+    row may come to stand for (a power of two; `None` when never thinned). Thinning
+    keeps `⌈THINNING_STEPS / segment_steps⌉` rows (an even number) however large
+    `max_steps` is."""
+    segments = -(-max_steps // segment_steps)
+    rows = -(-THINNING_STEPS // segment_steps)
     rows += rows % 2
     if segments <= rows:
         return segments, None
@@ -99,9 +100,9 @@ class Restarts(eqx.Module):
         return Restarts(**rows, count=self.count, stride=2 * self.stride)
 
 
-def solve_from(args, restart: Restarts, *, t1, saveat, steps, options):
-    """One `diffeqsolve` of `augmented_rates` (its `args`) from `restart` towards
-    `t1`, at most `steps` steps."""
+def solve_from(bound, restart: Restarts, *, t1, saveat, max_steps, options):
+    """One `diffeqsolve` of `augmented_rates` (its `args`: `bound`, a
+    `BoundProblem`) from `restart` towards `t1`, at most `max_steps` steps."""
     return diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
         options.solver,
@@ -109,10 +110,10 @@ def solve_from(args, restart: Restarts, *, t1, saveat, steps, options):
         t1,
         restart.dt,
         restart.y,
-        args=args,
+        args=bound,
         saveat=saveat,
         stepsize_controller=options.controller(),
-        max_steps=steps,
+        max_steps=max_steps,
         adjoint=inner_adjoint(),
         throw=False,
     )

@@ -1,6 +1,6 @@
 """Two-level storage (`docs/how-it-works.md`): the forward solve in segments of at
-most `B` steps with a restartable solver state stored at the start of each, and one
-segment's dense output regenerated at a time on the backward pass.
+most `B = segment_steps` steps with a restartable solver state stored at the start of
+each, and one segment's dense output regenerated at a time on the backward pass.
 
 diffrax's dense output is a buffer of `max_steps` rows whatever the steps taken, and
 under `jax.vmap` each step of the loop selects over all of it for every member. Here
@@ -50,7 +50,7 @@ from ._restart_state import (
 REGENERATION_SLACK = 4
 
 
-def _initial(args, x0, *, t0, t1, dt0, options) -> Restarts:
+def _initial(bound, x0, *, t0, t1, dt0, options) -> Restarts:
     """The restart state at `t0`, with the step-size controller's first step (its
     estimate when `dt0` is `None`), as `diffeqsolve` gets it itself
     (`stepsize_controller.init`, public)."""
@@ -58,7 +58,7 @@ def _initial(args, x0, *, t0, t1, dt0, options) -> Restarts:
     terms = diffrax.ODETerm(augmented_rates)
     solver = options.solver
     t_next, _ = options.controller().init(
-        terms, t0, t1, y0, dt0, args, solver.func, solver.error_order(terms)
+        terms, t0, t1, y0, dt0, bound, solver.func, solver.error_order(terms)
     )
     t_next = jnp.minimum(t_next, t1)
     return Restarts(
@@ -101,15 +101,14 @@ def _rows_where(keep: Array, new: PyTree, old: PyTree) -> PyTree:
 
 
 def integrate_in_segments(
-    problem, p: PyTree, x0: PyTree, *, t0, t1, ts, dt0, options: Options, steps: int
+    bound, x0: PyTree, *, t0, t1, ts, dt0, options: Options, segment_steps: int
 ) -> Forward:
-    """The forward solve of `_forward.integrate`, in segments of at most `steps`
-    steps: its `restarts` hold the state at each segment's start, its `dense` the
-    last segment's dense output (padded to `steps + REGENERATION_SLACK` rows). The
-    solve may take `max_steps` steps in all."""
-    rows, span = storage_rows(options.max_steps, steps)
-    args = (problem, p, problem.h.prepare(x0, options.newton_tol, options.throw))
-    first = _initial(args, x0, t0=t0, t1=t1, dt0=dt0, options=options)
+    """The forward solve of `_forward.integrate`, in segments of at most
+    `segment_steps` steps: its `restarts` hold the state at each segment's start, its
+    `dense` the last segment's dense output (padded to `segment_steps +
+    REGENERATION_SLACK` rows). The solve may take `max_steps` steps in all."""
+    rows, span = storage_rows(options.max_steps, segment_steps)
+    first = _initial(bound, x0, t0=t0, t1=t1, dt0=dt0, options=options)
     first = jtu.tree_map(jnp.asarray, first)
 
     def like_first(restart: Restarts) -> Restarts:
@@ -125,7 +124,12 @@ def integrate_in_segments(
             dense=True,
         )
         return solve_from(
-            args, restart, t1=t1, saveat=saveat, steps=steps, options=options
+            bound,
+            restart,
+            t1=t1,
+            saveat=saveat,
+            max_steps=segment_steps,
+            options=options,
         )
 
     shapes = eqx.filter_eval_shape(segment, first)
@@ -169,7 +173,7 @@ def integrate_in_segments(
         lambda state: state["going"],
         body,
         state,
-        max_steps=-(-options.max_steps // steps),
+        max_steps=-(-options.max_steps // segment_steps),
         kind=loop_kind(),
     )
     meter.close(state["meter"])
@@ -184,18 +188,18 @@ def integrate_in_segments(
         x_last=x_last,
         stats=state["stats"],
         result=RESULTS.promote(result),
-        dense=_pad(state["dense"], steps + REGENERATION_SLACK),
+        dense=_pad(state["dense"], segment_steps + REGENERATION_SLACK),
         restarts=eqx.tree_at(lambda r: r.count, state["restarts"], end.count),
     )
 
 
 def span_restarts(
-    args, span, *, options: Options, steps: int, span_segments: int
+    bound, span, *, options: Options, segment_steps: int, span_segments: int
 ) -> Restarts:
     """The restart states of the segments of `span` (a row of
-    `_segments.Segment.from_restarts` over thinned storage, standing for up to
+    `_segments.Segments.from_restarts` over thinned storage, standing for up to
     `span_segments` segments), by solving it again from its restart state in
-    segments of `steps` steps, as the forward pass did. A re-solve that does not
+    segments of `segment_steps` steps, as the forward pass did. A re-solve that does not
     reach the span's end raises (`options.throw`) or gives NaN."""
     first = span.restart
     rows = span_segments + 1
@@ -207,7 +211,12 @@ def span_restarts(
     def body(state):
         restart, restarts, _, _ = state
         solution = solve_from(
-            args, restart, t1=span.t_right, saveat=saveat, steps=steps, options=options
+            bound,
+            restart,
+            t1=span.t_right,
+            saveat=saveat,
+            max_steps=segment_steps,
+            options=options,
         )
         following, short, result = following_restart(solution, restart, span.t_right)
         following = jtu.tree_map(lambda a, b: jnp.asarray(a, b.dtype), following, first)
@@ -227,11 +236,11 @@ def span_restarts(
 
 
 def segment_dense(
-    args, forward: Forward, segment, *, options: Options, steps: int
+    bound, forward: Forward, segment, *, options: Options, segment_steps: int
 ) -> diffrax.DenseInterpolation:
     """The dense output of the forward solve's `segment` (a row of
-    `_segments.Segment.from_restarts`; the solve of `augmented_rates` with `args`,
-    in segments of `steps` steps): the one the forward pass kept for the last
+    `_segments.Segments.from_restarts`; the solve of `augmented_rates` with `bound`,
+    in segments of `segment_steps` steps): the one the forward pass kept for the last
     segment, regenerated from its restart state for the others. A regeneration that
     fails raises (`options.throw`) or gives NaN."""
     restart = segment.restart
@@ -240,14 +249,14 @@ def segment_dense(
 
     def regenerated():
         solution = solve_from(
-            args,
+            bound,
             restart,
             # To the next segment's start, where the forward segment stopped. Under
             # `vmap` both branches run: there the kept segment is re-solved over zero
             # length (no step).
             t1=jnp.where(kept, restart.t, segment.t_right),
             saveat=diffrax.SaveAt(t1=True, dense=True),
-            steps=steps + REGENERATION_SLACK,
+            max_steps=segment_steps + REGENERATION_SLACK,
             options=options,
         )
         return solution.interpolation, solution.result

@@ -9,11 +9,12 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 
-class Segment(eqx.Module):
+class Segments(eqx.Module):
     """Backward segments `[t_left, t_right]` and the forward states at their right
     ends, batched (a leading axis on every field): `count` of the rows are used.
     `restart`: the forward solver's state at each `t_left` when the forward pass ran
-    in segments (`_restarts.Restarts`), else `None`."""
+    in segments (`_restarts.Restarts`), else `None`. `row(r)` is one segment, of the
+    same type without the leading axis."""
 
     t_left: Array
     t_right: Array
@@ -22,7 +23,7 @@ class Segment(eqx.Module):
     restart: PyTree = None
 
     @classmethod
-    def between(cls, t0, t1, x0: PyTree, x1: PyTree, inner=None) -> "Segment":
+    def between(cls, t0, t1, x0: PyTree, x1: PyTree, inner=None) -> "Segments":
         """The segments between `t0`, the times of `inner = (times, states)` (none
         when `None`) and `t1`, from the states `x0` and `x1` at the ends."""
         if inner is None:
@@ -40,7 +41,7 @@ class Segment(eqx.Module):
         return cls(times[:-1], times[1:], right, count)
 
     @classmethod
-    def from_restarts(cls, restarts, t_last, x_last: PyTree) -> "Segment":
+    def from_restarts(cls, restarts, t_last, x_last: PyTree) -> "Segments":
         """The forward solve's own segments, from its `restarts` (`_restarts.py`)
         to where it stopped, `(t_last, x_last)`: one per row in use, which thinned
         storage makes a span of several segments."""
@@ -66,8 +67,8 @@ class Segment(eqx.Module):
         whose restart states the backward pass recovers by solving it again."""
         return self.restart is not None and self.restart.stride is not None
 
-    def row(self, r) -> "Segment":
+    def row(self, r) -> "Segments":
         """Segment `r`, with its restart state (if any)."""
         restart = None if self.restart is None else self.restart.row(r)
         rows = jtu.tree_map(lambda a: a[r], (self.t_left, self.t_right, self.x_right))
-        return Segment(*rows, self.count, restart)
+        return Segments(*rows, self.count, restart)

@@ -10,35 +10,40 @@ import equinox as eqx
 from jaxtyping import PyTree
 
 from .._options import Options
+from .._problem import BoundProblem
 from ._integrate import Forward, integrate
 from ._restart_state import storage_rows
 from ._restarts import integrate_in_segments, segment_dense, span_restarts
-from ._segments import Segment
+from ._segments import Segments
 
 
 class AbstractStorage(eqx.Module):
-    """How the forward solution is kept for the backward pass. `args` below are the
-    forward solve's: `(problem, p, solving)`."""
+    """How the forward solution is kept for the backward pass. `bound` below is the
+    forward solve's problem, parameters and prepared solves."""
 
     @abc.abstractmethod
-    def forward(self, problem, p, x0, *, t0, t1, ts, dt0, options: Options) -> Forward:
-        """The forward solve of the ODE `problem` from `x0`, keeping what this
+    def forward(
+        self, bound: BoundProblem, x0, *, t0, t1, ts, dt0, options: Options
+    ) -> Forward:
+        """The forward solve of the ODE `bound.problem` from `x0`, keeping what this
         storage needs."""
 
     @abc.abstractmethod
-    def segments(self, forward: Forward, *, t0, t1, ts, x0: PyTree) -> Segment:
+    def segments(self, forward: Forward, *, t0, t1, ts, x0: PyTree) -> Segments:
         """The backward segments (batched, from `t0` to `T`) and the forward states
         at their right ends, for the solve from `x0` over `[t0, t1]` saving at
         `ts`."""
 
     def dense(
-        self, args, forward: Forward, segment: Segment, options: Options
+        self, bound: BoundProblem, forward: Forward, segment: Segments, options: Options
     ) -> diffrax.DenseInterpolation | None:
         """The forward solution's dense output over `segment`; `None` when this
         storage keeps none."""
         return None
 
-    def span_segments(self, args, span: Segment, options: Options) -> Segment:
+    def span_segments(
+        self, bound: BoundProblem, span: Segments, options: Options
+    ) -> Segments:
         """The segments that a row of thinned storage (`span`) stands for."""
         raise NotImplementedError(f"{type(self).__name__} is never thinned.")
 
@@ -51,37 +56,36 @@ class SegmentedStorage(AbstractStorage):
 
     segment_steps: int = eqx.field(static=True)
 
-    def forward(self, problem, p, x0, *, t0, t1, ts, dt0, options):
+    def forward(self, bound, x0, *, t0, t1, ts, dt0, options):
         return integrate_in_segments(
-            problem,
-            p,
+            bound,
             x0,
             t0=t0,
             t1=t1,
             ts=ts,
             dt0=dt0,
             options=options,
-            steps=self.segment_steps,
+            segment_steps=self.segment_steps,
         )
 
     def segments(self, forward, *, t0, t1, ts, x0):
-        return Segment.from_restarts(forward.restarts, forward.t_last, forward.x_last)
+        return Segments.from_restarts(forward.restarts, forward.t_last, forward.x_last)
 
-    def dense(self, args, forward, segment, options):
+    def dense(self, bound, forward, segment, options):
         return segment_dense(
-            args, forward, segment, options=options, steps=self.segment_steps
+            bound, forward, segment, options=options, segment_steps=self.segment_steps
         )
 
-    def span_segments(self, args, span, options):
+    def span_segments(self, bound, span, options):
         _, span_segments = storage_rows(options.max_steps, self.segment_steps)
         restarts = span_restarts(
-            args,
+            bound,
             span,
             options=options,
-            steps=self.segment_steps,
+            segment_steps=self.segment_steps,
             span_segments=span_segments,
         )
-        return Segment.from_restarts(restarts, span.t_right, span.x_right)
+        return Segments.from_restarts(restarts, span.t_right, span.x_right)
 
 
 class SaveTimeStorage(AbstractStorage):
@@ -89,10 +93,9 @@ class SaveTimeStorage(AbstractStorage):
     between them, and the backward pass re-integrates the state over each from its
     right end."""
 
-    def forward(self, problem, p, x0, *, t0, t1, ts, dt0, options):
+    def forward(self, bound, x0, *, t0, t1, ts, dt0, options):
         return integrate(
-            problem,
-            p,
+            bound,
             x0,
             t0=t0,
             t1=t1,
@@ -103,4 +106,4 @@ class SaveTimeStorage(AbstractStorage):
         )
 
     def segments(self, forward, *, t0, t1, ts, x0):
-        return Segment.between(t0, t1, x0, forward.x_last, (ts, forward.xs))
+        return Segments.between(t0, t1, x0, forward.x_last, (ts, forward.xs))
