@@ -21,5 +21,5 @@ class BacksolveAdjoint(AbstractContinuousAdjoint):
     def storage(self):
         return SaveTimeStorage()
 
-    def backward_integrator(self, *, t0, ts, xbar, times_differentiated, options):
+    def backward_integrator(self, *, t0, ts, xbar, options):
         return BetweenSaveTimes(SavedCotangents(t0, ts, xbar), ReintegratedState())

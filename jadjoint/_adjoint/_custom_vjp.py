@@ -91,13 +91,7 @@ def _adjoint_solve_bwd(residuals, cotangents, perturbed, inputs, dt0, options, m
         # check, are discarded: the backward pass, which uses its dense output,
         # checks again.
         dt_guess = forward.result.error_if(dt_guess, failed)
-    integrator = method.backward_integrator(
-        t0=t0,
-        ts=ts,
-        xbar=xbar,
-        times_differentiated=any(times_perturbed),
-        options=options,
-    )
+    integrator = method.backward_integrator(t0=t0, ts=ts, xbar=xbar, options=options)
     w0, q0 = backward_sweep(
         storage,
         integrator,

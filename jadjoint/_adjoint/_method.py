@@ -49,9 +49,8 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
 
     @abc.abstractmethod
     def backward_integrator(
-        self, *, t0, ts, xbar: PyTree | None, times_differentiated: bool, options
+        self, *, t0, ts, xbar: PyTree | None, options
     ) -> AbstractBackwardIntegrator:
         """How the backward pass integrates each segment, the cotangents `xbar` of
         the states saved at `ts` (in `[t0, T]`) entering in its own way; chosen once
-        per backward pass. `times_differentiated`: whether `t0`, `t1` or `ts`
-        are."""
+        per backward pass."""

@@ -43,8 +43,8 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     nodes: int = eqx.field(static=True, default=3)
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
 
-    def backward_integrator(self, *, t0, ts, xbar, times_differentiated, options):
+    def backward_integrator(self, *, t0, ts, xbar, options):
         cotangents = SavedCotangents(t0, ts, xbar)
-        if injects_through(options.solver, times_differentiated):
+        if injects_through(options.solver):
             return AlongForwardSteps(cotangents, quadrature_nodes=self.nodes)
         return BetweenSaveTimes(cotangents, QuadratureIntegral(self.nodes))

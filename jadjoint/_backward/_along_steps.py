@@ -257,7 +257,7 @@ class AlongForwardSteps(AbstractBackwardIntegrator):
     (`integrate_along_steps`), the cotangents of the saves in the segment injected
     at their steps' starts (`_injection.py`); with `quadrature_nodes`, `q` by
     Gauss–Legendre quadrature on each accepted step. For explicit Runge–Kutta
-    solvers, the times not differentiated."""
+    solvers."""
 
     cotangents: SavedCotangents
     quadrature_nodes: int | None = eqx.field(static=True, default=None)

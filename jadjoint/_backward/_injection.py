@@ -37,22 +37,19 @@ from ._system import AdjointSystem
 STEPS_PER_BATCH = 4
 
 
-def injects_through(solver: diffrax.AbstractSolver, times_differentiated: bool) -> bool:
-    """Whether the observations are injected: for explicit Runge–Kutta solvers, when
-    the times (`t0`, `t1` or the save times) are not differentiated.
-    Elsewhere the jumps stay at the save times.
+def injects_through(solver: diffrax.AbstractSolver) -> bool:
+    """Whether the observations are injected: for explicit Runge–Kutta solvers.
+    Elsewhere the jumps stay at the save times: an implicit solver's interpolant is
+    built from its stage derivatives `h f(stage)`, so its derivative with respect to
+    `x_k` carries `h f_x`, huge on the stiff modes that the implicit step damps (on
+    Robertson with Kvaerno5 the injected jump was 2·10⁶ against save cotangents of
+    10⁴, and the backward solve then ran out of steps resolving the transient).
 
-    - An implicit solver's interpolant is built from its stage derivatives
-      `h f(stage)`, so its derivative with respect to `x_k` carries `h f_x`, huge on
-      the stiff modes that the implicit step damps: on Robertson with Kvaerno5 the
-      injected jump was 2·10⁶ against save cotangents of 10⁴, and the backward solve
-      then ran out of steps resolving the transient.
-    - The jumps then sit at forward step starts, which move with `t0`: the first
-      derivatives with respect to the times were right, but a gradient of the
-      gradient with respect to `t0` was 6 % off the finite difference of the
-      gradient (the pendulum of jax's `odeint` tests, 10 save times), for a cause
-      not found yet."""
-    return isinstance(solver, diffrax.AbstractERK) and not times_differentiated
+    The times may be differentiated: their gradients (`_system.time_gradients`) need
+    `w(t0)`, `ẋ` and the cotangents only, and the second derivatives through the
+    injection agree with finite differences of the gradient (`tests/test_odeint.py`
+    differentiates jax's pendulum to second order in its times)."""
+    return isinstance(solver, diffrax.AbstractERK)
 
 
 def _per_step(dense: diffrax.DenseInterpolation, ts: Array, xbar: PyTree):
