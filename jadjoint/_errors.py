@@ -67,47 +67,39 @@ def not_all_finite(tree: PyTree):
 def checked_solve(value: PyTree, solve_failed, message: str, throw: bool) -> PyTree:
     """`value`, raising `message` at run time if the solve that gave it failed or it
     is not finite (an LU of a singular matrix "succeeds" with infinities). Without
-    `throw`, NaN instead, so that the failure is not silent."""
-    return checked_outcome(value, solve_failed, message, throw, RESULTS.successful)[0]
-
-
-def checked_outcome(
-    value: PyTree, solve_failed, message: str, throw: bool, failure: RESULTS
-) -> tuple[PyTree, RESULTS]:
-    """`checked_solve`'s value, and `failure` where the solve failed (else
-    `successful`)."""
+    `throw`, NaN instead, so that the failure is not silent. For solves with no
+    result to report to (inside the vector field that diffrax integrates)."""
     failed = solve_failed | not_all_finite(value)
     if throw:
-        value = eqx.error_if(value, failed, message)
-    else:
-        value = jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
-    return value, failure_if(failed, failure)
-
-
-def raise_if_failed(result: diffrax.RESULTS, value: PyTree) -> PyTree:
-    """`value`, raising diffrax's message for `result` at run time if the solve
-    failed. The solves run with diffrax's `throw=False` and raise here instead: with
-    `throw=True` diffrax passes the whole solution, dense-output buffers of
-    `max_steps` rows included, through a host callback, which made a forward solve
-    with dense output 3× slower (64 states, `max_steps` 4096, CPU)."""
-    return result.error_if(value, result != diffrax.RESULTS.successful)
-
-
-def raise_or_nan(result: diffrax.RESULTS, value: PyTree, throw: bool) -> PyTree:
-    """`value` from a solve whose outcome is `result`: if it failed, raising
-    diffrax's message at run time (`throw`, `raise_if_failed`) or NaN."""
-    if throw:
-        return raise_if_failed(result, value)
-    failed = result != diffrax.RESULTS.successful
+        return eqx.error_if(value, failed, message)
     return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
 
 
-def check_finite_outputs(outputs: PyTree) -> PyTree:
-    message = (
-        "The forward solve produced a non-finite cost or state (NaN or inf): the "
-        "solution may blow up on [t0, t1], or `f`, `h` may be undefined there."
-    )
-    return eqx.error_if(outputs, not_all_finite(outputs), message)
+def outcome(value: PyTree, solve_failed, failure: RESULTS) -> RESULTS:
+    """`failure` if the solve that gave `value` failed or `value` is not finite,
+    else `successful`."""
+    return failure_if(solve_failed | not_all_finite(value), failure)
+
+
+def raise_failure(result: RESULTS, value: PyTree) -> PyTree:
+    """`value`, raising `result`'s message at run time if it is a failure. `result`
+    may come out of a differentiated computation (the `custom_vjp`'s outputs): it is
+    held constant, as `error_if` has no derivative rule for its index."""
+    result = jtu.tree_map(jax.lax.stop_gradient, result)
+    return result.error_if(value, result != RESULTS.successful)
+
+
+def raise_or_nan(result: diffrax.RESULTS, value: PyTree, throw: bool) -> PyTree:
+    """`value` from a solve of the backward pass (which has no result channel) whose
+    outcome is `result`: if it failed, raising diffrax's message at run time
+    (`throw`) or NaN. The solves run with diffrax's `throw=False` and raise here
+    instead: with `throw=True` diffrax passes the whole solution, dense-output
+    buffers of `max_steps` rows included, through a host callback, which made a
+    solve with dense output 3× slower (64 states, `max_steps` 4096, CPU)."""
+    failed = result != diffrax.RESULTS.successful
+    if throw:
+        return result.error_if(value, failed)
+    return jtu.tree_map(lambda v: jnp.where(failed, jnp.nan, v), value)
 
 
 def check_finite_gradients(gradients: PyTree) -> PyTree:

@@ -1,5 +1,11 @@
 """The outcome of a solve: diffrax's `RESULTS`, extended with the failures of the
-Newton and linear solves that jadjoint adds around diffrax's integration."""
+Newton and linear solves that jadjoint adds around diffrax's integration.
+
+The result is the forward pass's one channel: each stage reports its outcome as a
+`RESULTS` value, [`jadjoint.solve`][] keeps the first failure and raises it once
+(with `throw`), and the backward rule raises the failure of the forward pass it
+differentiates. Run-time checks with no result to report to (inside the vector
+field diffrax integrates, and in the backward pass) raise where they are."""
 
 import diffrax
 
@@ -18,8 +24,9 @@ SINGULAR_MASS = "The mass matrix M " + _SINGULAR
 SINGULAR_TRANSPOSE = "The transposed solve h_ẋᵀ λ = w in the adjoint: h_ẋ " + _SINGULAR
 ALGEBRAIC_FAILED = (
     "Newton's method for the algebraic variables z in b(y, z, p, t) = 0 did not "
-    "converge{where}. An index-1 DAE needs b_z nonsingular along the solution and a "
-    "root z near the starting guess (the z of x0 at t0, then the consistent z(t0))."
+    "converge (at a save time, or where the integration stopped). An index-1 DAE "
+    "needs b_z nonsingular along the solution and a root z near the starting guess "
+    "(the z of x0 at t0, then the consistent z(t0))."
 )
 INITIALISATION_FAILED = (
     "The initial condition could not be solved for: Newton's method for x0 in "
@@ -27,6 +34,12 @@ INITIALISATION_FAILED = (
     "in b(y0, z0, p, t0) = 0) did not converge from the x0 given. Give a better "
     "starting guess x0; g must have as many equations as x0 (for a DAE, as y0) has "
     "components, with g_x0 (and b_z) nonsingular."
+)
+
+NONFINITE_PARAMETERS = "`p` or `x0` contains NaN or inf."
+NONFINITE_OUTPUT = (
+    "The forward solve produced a non-finite cost or state (NaN or inf): the "
+    "solution may blow up on [t0, t1], or `f`, `h` may be undefined there."
 )
 
 
@@ -41,7 +54,9 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `initialisation_failed`: `g(x0, p) = 0` (or a DAE's consistent initialisation)
         could not be solved from the `x0` given;
     - `algebraic_failed`: Newton's method for a DAE's algebraic variables `z` in
-        `b(y, z, p, t) = 0` did not converge.
+        `b(y, z, p, t) = 0` did not converge;
+    - `nonfinite_parameters`: `p` or `x0` holds a NaN or an infinity;
+    - `nonfinite_output`: the forward solve gave a non-finite cost or state.
 
     Compare with `==`, e.g. `solution.result == jadjoint.RESULTS.successful`; a
     `diffrax.RESULTS` item converts with `jadjoint.RESULTS.promote(item)`.
@@ -50,7 +65,9 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     newton_failed = NEWTON_FAILED
     singular_mass_matrix = SINGULAR_MASS
     initialisation_failed = INITIALISATION_FAILED
-    algebraic_failed = ALGEBRAIC_FAILED.format(where="")
+    algebraic_failed = ALGEBRAIC_FAILED
+    nonfinite_parameters = NONFINITE_PARAMETERS
+    nonfinite_output = NONFINITE_OUTPUT
 
 
 def failure_if(failed, failure: RESULTS) -> RESULTS:

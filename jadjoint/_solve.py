@@ -1,6 +1,10 @@
 """`solve`: the inputs checked once, the problem reduced to an ODE where it is a DAE,
 the ODE solved by the adjoint method's differentiable solve, and the outcome
-reported."""
+reported: each stage's result accumulated, the first failure reported with NaN
+outputs or, with `throw`, raised. The inputs and the initial condition are checked
+before the integration starts (a non-finite `p` or an `x0` that fails `g` would
+otherwise surface as some solve's failure inside it); the integration's failures are
+raised once, at the end."""
 
 import contextlib
 import contextvars
@@ -14,17 +18,17 @@ import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from ._adjoint import AbstractAdjointMethod, InterpolatingAdjoint
-from ._errors import not_all_finite
+from ._errors import not_all_finite, raise_failure
 from ._forward import consistent_initial_state
 from ._inputs import parameter_arrays, state_arrays
 from ._options import Options
 from ._problem import AbstractDAE, Problem, StateSpaceForm, consistent_initialisation
 from ._results import RESULTS, failure_if, first_failure
 from ._validation import (
-    check_finite_inputs,
     check_inputs,
     check_max_step,
     check_progress_meter,
+    finite_inputs,
 )
 
 
@@ -40,7 +44,8 @@ class Solution(eqx.Module):
     - `stats`: forward-solve statistics from diffrax (`num_steps`,
         `num_accepted_steps`, `num_rejected_steps`).
     - `result`: a [`jadjoint.RESULTS`][]: `successful`, or the first failure of the
-        solve (of `g`, of the forward integration, of a Newton solve in it). With
+        solve (a non-finite `p` or `x0`; `g`; the forward integration, or a Newton
+        solve in it; a non-finite cost or state; a DAE's algebraic solve). With
         `throw=True` (the default) a failure raises instead, so it is always
         `successful`; with `throw=False` a failed solve's `cost`, `xs` and `x0` are
         NaN, and so are their gradients.
@@ -89,6 +94,14 @@ def _diagnosed(result: RESULTS, outputs: PyTree, outcome_at_last: RESULTS) -> RE
     return first_failure(failure_if(suspect, outcome_at_last), result)
 
 
+def _raised_early(value: PyTree, result: RESULTS, throw: bool):
+    """`(value, result)` of a stage before the integration, its failure raised at
+    run time with `throw`."""
+    if throw:
+        value = raise_failure(result, value)
+    return value, result
+
+
 def _nan_if(failed, tree: PyTree) -> PyTree:
     """`tree`, NaN where `failed`, its derivative unchanged (so that the cotangents
     reach the adjoint, which makes the gradient NaN too)."""
@@ -96,49 +109,57 @@ def _nan_if(failed, tree: PyTree) -> PyTree:
     return jtu.tree_map(lambda a: a + poison.astype(a.dtype), tree)
 
 
-def _solve_ode(problem, p, x0, times, dt0, options, adjoint):
+def _solve_ode(problem, p, x0, times, prior, dt0, options, adjoint):
     """The ODE `problem` from `x0`: `(cost, xs)` differentiable by the method, the
-    statistics, and the integration's result, with the cause of a failure named
-    where it is a Newton (or linear) solve for `ẋ`."""
+    statistics, and the first failure of `prior` and the integration, with the cause
+    of a failure named where it is a Newton (or linear) solve for `ẋ`."""
     t0 = times[0]
     converted = problem.closure_converted(x0, p, t0)
     method = _method(adjoint, problem)
     cost, xs, stats, result, (t_last, x_last) = method.differentiable_solve(
-        converted, p, x0, times=times, dt0=dt0, options=options
+        converted, p, x0, times=times, prior=prior, dt0=dt0, options=options
     )
     if not options.throw:
         outcome = problem.h.outcome_at(x_last, p, t_last, options.newton_tol)
-        result = _diagnosed(result, (cost, xs), outcome)
+        result = first_failure(prior, _diagnosed(result, (cost, xs), outcome))
     return cost, xs, stats, result
 
 
-def _solve_dae(problem, p, x0, times, dt0, options, adjoint):
+def _solve_dae(problem, p, x0, times, prior, dt0, options, adjoint):
     """An index-1 DAE: consistent `(y0, z0)`, the state-space ODE in `y` solved as
     an ODE, and the user's states `x = (y, z(y))` at the save times."""
     t0, _, ts = times
     dae = problem.h.index_one(problem.f, problem.g, x0)
     dae.check_outputs(x0, p, t0)
-    tol, throw = options.newton_tol, options.throw
-    (y0, z0), initialised = consistent_initialisation(dae, x0, p, t0, tol, throw)
-    state_space = StateSpaceForm(dae, lax.stop_gradient(z0), tol)
+    (y0, z0), initialised = _raised_early(
+        *consistent_initialisation(dae, x0, p, t0, options.newton_tol), options.throw
+    )
+    prior = first_failure(prior, initialised)
+    state_space = StateSpaceForm(dae, lax.stop_gradient(z0), options.newton_tol)
     reduced = Problem.explicit(
         state_space.vector_field, f=None if dae.f is None else state_space.cost
     )
     converted = reduced.closure_converted(y0, p, t0)
     method = _method(adjoint, problem)
     cost, ys, stats, integrated, (t_last, y_last) = method.differentiable_solve(
-        converted, p, y0, times=times, dt0=dt0, options=options
+        converted,
+        p,
+        y0,
+        times=times,
+        prior=prior,
+        dt0=dt0,
+        options=options,
     )
-    xs, saved = state_space.states(ys, ts, p, throw)
-    if not throw:
+    xs, saved = state_space.states(ys, ts, p)
+    if not options.throw:
         outcome = state_space.outcome_at(y_last, p, t_last)
-        integrated = _diagnosed(integrated, (cost, ys), outcome)
+        integrated = first_failure(prior, _diagnosed(integrated, (cost, ys), outcome))
     return (
         cost,
         xs,
         dae.join(y0, z0),
         stats,
-        first_failure(initialised, integrated, saved),
+        first_failure(integrated, saved),
     )
 
 
@@ -219,8 +240,7 @@ def solve(
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
     check_max_step(dtmax)
     check_progress_meter(progress_meter)
-    if throw:
-        x0 = check_finite_inputs(p, x0)
+    x0, result = _raised_early(x0, finite_inputs(p, x0), throw)
     dtype = jnp.result_type(*jtu.tree_leaves(x0))
     newton_tol = max(1e-3 * min(rtol, atol), 100 * float(jnp.finfo(dtype).eps))
     options = Options(
@@ -236,18 +256,19 @@ def solve(
     times = (t0, t1, ts)
     if isinstance(problem.h, AbstractDAE):
         cost, xs, x0, stats, result = _solve_dae(
-            problem, p, x0, times, dt0, options, adjoint
+            problem, p, x0, times, result, dt0, options, adjoint
         )
     else:
-        initialised = RESULTS.successful
         if problem.g is not None:
-            x0, initialised = consistent_initial_state(
-                problem.g, x0, p, newton_tol, throw
+            x0, initialised = _raised_early(
+                *consistent_initial_state(problem.g, x0, p, newton_tol), throw
             )
-        cost, xs, stats, integrated = _solve_ode(
-            problem, p, x0, times, dt0, options, adjoint
+            result = first_failure(result, initialised)
+        cost, xs, stats, result = _solve_ode(
+            problem, p, x0, times, result, dt0, options, adjoint
         )
-        result = first_failure(initialised, integrated)
-    if not throw:
+    if throw:
+        cost, xs, x0 = raise_failure(result, (cost, xs, x0))
+    else:
         cost, xs, x0 = _nan_if(result != RESULTS.successful, (cost, xs, x0))
     return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats, result=result)

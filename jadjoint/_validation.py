@@ -18,6 +18,7 @@ from jaxtyping import PyTree
 from ._adjoint import AbstractAdjointMethod
 from ._errors import concrete_value, not_all_finite
 from ._problem import Problem
+from ._results import RESULTS, failure_if
 
 
 def check_floating(tree: PyTree, name: str) -> None:
@@ -141,7 +142,8 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     return t0, t1, ts, dt0
 
 
-def check_finite_inputs(p: PyTree, x0: PyTree) -> PyTree:
-    """`x0`, raising at run time if `p` or `x0` holds a NaN or an infinity."""
+def finite_inputs(p: PyTree, x0: PyTree) -> RESULTS:
+    """`nonfinite_parameters` if `p` or `x0` holds a NaN or an infinity, else
+    `successful` (a run-time check, reported through the solve's result)."""
     bad = not_all_finite((eqx.filter(p, eqx.is_inexact_array), x0))
-    return eqx.error_if(x0, bad, "`p` or `x0` contains NaN or inf.")
+    return failure_if(bad, RESULTS.nonfinite_parameters)

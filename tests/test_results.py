@@ -30,7 +30,10 @@ lost_root = ja.Problem.semi_explicit(
     lambda y, z, p, t: jnp.where(t < 0.5, z - y, z**2 + 1.0),
 )
 
+decay = ja.Problem.explicit(lambda x, p, t: -p * x, f=lambda x, p, t: x.sum())
+
 CASES = {
+    "nonfinite_parameters": (decay, jnp.nan, jnp.ones(2), "`p` or `x0` contains NaN"),
     "newton_failed": (no_rate, 1.0, jnp.ones(2), "Newton's method for ẋ"),
     "singular_mass_matrix": (singular_mass, 1.0, jnp.ones(2), "mass matrix M is"),
     "initialisation_failed": (cycling_g, 1.0, jnp.zeros(1), "initial condition"),

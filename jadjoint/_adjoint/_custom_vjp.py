@@ -1,8 +1,11 @@
 """The `custom_vjp` of an ODE solve whose reverse rule is the continuous adjoint.
 
-Its inputs are `(p, x0, problem, (t0, t1, ts))` with `problem` closure-converted; its
-outputs the cost, the saved states, the statistics, the result and where the solve
-stopped. The forward rule binds the problem to its parameters and prepares its solves
+Its inputs are `(p, x0, problem, (t0, t1, ts))` with `problem` closure-converted,
+and the result of what came before the integration (`prior`); its outputs the cost,
+the saved states, the statistics, the forward pass's result and where the solve
+stopped. Neither rule raises for a failed forward pass: the result reports it
+(`jadjoint/_results.py`), and the reverse rule, whose gradient would come from it,
+raises it. The forward rule binds the problem to its parameters and prepares its solves
 once (`BoundProblem`), solves through the adjoint method's storage and keeps the
 bound problem in the residuals; the reverse rule builds the adjoint system of
 `jadjoint/_backward/_system.py` on it and sweeps the method's segments backwards
@@ -27,9 +30,10 @@ from .._results import RESULTS
 
 
 @eqx.filter_custom_vjp
-def adjoint_solve(inputs, dt0, options, method):
+def adjoint_solve(inputs, prior, dt0, options, method):
     """`(cost, xs, stats, result, (t_last, x_last))` of the ODE solve, differentiable
-    by `method`'s continuous adjoint."""
+    by `method`'s continuous adjoint; `result` the first failure of `prior` and the
+    solve's."""
     p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     forward = integrate(
         BoundProblem.prepare(problem, p, x0, options),
@@ -41,18 +45,19 @@ def adjoint_solve(inputs, dt0, options, method):
         options=options,
         dense=False,
     )
-    return forward.outputs(options.throw)
+    return forward.reported(prior).outputs()
 
 
 @adjoint_solve.def_fwd
-def _adjoint_solve_fwd(perturbed, inputs, dt0, options, method):
+def _adjoint_solve_fwd(perturbed, inputs, prior, dt0, options, method):
     del perturbed
     p, x0, problem, (t0, t1, ts) = parameter_arrays(inputs)
     bound = BoundProblem.prepare(problem, p, x0, options)
     forward = method.storage().forward(
         bound, x0, t0=t0, t1=t1, ts=ts, dt0=dt0, options=options
     )
-    return forward.outputs(options.throw), (forward, bound)
+    forward = forward.reported(prior)
+    return forward.outputs(), (forward, bound)
 
 
 def _materialise(cotangent: PyTree, like: PyTree) -> PyTree | None:
@@ -72,7 +77,9 @@ def _is_none(x) -> bool:
 
 
 @adjoint_solve.def_bwd
-def _adjoint_solve_bwd(residuals, cotangents, perturbed, inputs, dt0, options, method):
+def _adjoint_solve_bwd(
+    residuals, cotangents, perturbed, inputs, prior, dt0, options, method
+):
     forward, bound = residuals
     cbar, xbar, _, _, _ = cotangents
     _, x0, _, (t0, t1, ts) = parameter_arrays(inputs)
@@ -87,9 +94,8 @@ def _adjoint_solve_bwd(residuals, cotangents, perturbed, inputs, dt0, options, m
     dt_guess = (t1 - t0) / steps
     failed = forward.result != RESULTS.successful
     if options.throw:
-        # Under `jax.grad` the forward outputs, which carry the forward solve's
-        # check, are discarded: the backward pass, which uses its dense output,
-        # checks again.
+        # The forward pass's failure, raised here: under `jax.grad` its outputs,
+        # where `solve` raises it, are not computed.
         dt_guess = forward.result.error_if(dt_guess, failed)
     integrator = method.backward_integrator(t0=t0, ts=ts, xbar=xbar, options=options)
     w0, q0 = backward_sweep(

@@ -38,7 +38,7 @@ class DiscretiseThenOptimise(AbstractAdjointMethod):
         default_factory=diffrax.RecursiveCheckpointAdjoint
     )
 
-    def differentiable_solve(self, problem, p, x0, *, times, dt0, options):
+    def differentiable_solve(self, problem, p, x0, *, times, prior, dt0, options):
         t0, t1, ts = times
         forward = integrate(
             BoundProblem.prepare(problem, p, x0, options),
@@ -51,4 +51,4 @@ class DiscretiseThenOptimise(AbstractAdjointMethod):
             dense=False,
             adjoint=self.adjoint,
         )
-        return forward.outputs(options.throw)
+        return forward.reported(prior).outputs()

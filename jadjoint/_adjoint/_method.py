@@ -27,20 +27,23 @@ class AbstractAdjointMethod(eqx.Module):
 
     @abc.abstractmethod
     def differentiable_solve(
-        self, problem, p: PyTree, x0: PyTree, *, times, dt0, options
+        self, problem, p: PyTree, x0: PyTree, *, times, prior, dt0, options
     ) -> tuple:
         """`(cost, xs, stats, result, (t_last, x_last))` of the ODE `problem` (its
         callables closure-converted) from `x0` over `times = (t0, t1, ts)`,
-        differentiable by this method."""
+        differentiable by this method; `result` the first failure of `prior` (the
+        result of what came before) and the solve's. Nothing raises."""
 
 
 class AbstractContinuousAdjoint(AbstractAdjointMethod):
     """A method that integrates [the adjoint ODE][the-adjoint-equations] backwards: the
     reverse rule of a `custom_vjp`, segment by segment."""
 
-    def differentiable_solve(self, problem, p, x0, *, times, dt0, options):
+    def differentiable_solve(self, problem, p, x0, *, times, prior, dt0, options):
         inputs = (p, x0, problem, times)
-        return reverse_mode_only(lambda i: adjoint_solve(i, dt0, options, self), inputs)
+        return reverse_mode_only(
+            lambda i: adjoint_solve(i, prior, dt0, options, self), inputs
+        )
 
     @abc.abstractmethod
     def storage(self) -> AbstractStorage:

@@ -9,11 +9,11 @@ import optimistix as optx
 from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import inner_adjoint
-from .._errors import check_finite_outputs, checked_outcome, raise_if_failed
+from .._errors import outcome
 from .._numerics import Stages
 from .._options import Options
 from .._problem import BoundProblem
-from .._results import INITIALISATION_FAILED, RESULTS
+from .._results import RESULTS, first_failure
 
 STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
@@ -25,7 +25,8 @@ class Forward(eqx.Module):
     - `xs`: the states at the requested times (a leading axis of their number);
     - `t_last`, `x_last`: where the solve stopped, `T` unless it failed;
     - `stats`: diffrax's step counts (`STATISTICS`);
-    - `result`: diffrax's outcome, as a [`jadjoint.RESULTS`][];
+    - `result`: the forward pass's outcome so far (a [`jadjoint.RESULTS`][]):
+        diffrax's, or a failure reported before the integration (`outputs`);
     - `dense`: the dense interpolation (`diffrax.DenseInterpolation`), when asked
         for; else `None`. Solved in segments (`_restarts.py`), the last segment's;
     - `restarts`: then the solver state at each segment's start; else `None`."""
@@ -39,13 +40,16 @@ class Forward(eqx.Module):
     dense: diffrax.DenseInterpolation | None
     restarts: PyTree = None
 
-    def outputs(self, throw: bool) -> tuple:
-        """`(cost, xs, stats, result, (t_last, x_last))`, the states `xs` and the
-        cost checked to be finite with `throw`."""
-        cost, xs = self.cost, self.xs
-        if throw:
-            cost, xs = check_finite_outputs((cost, xs))
-        return cost, xs, self.stats, self.result, (self.t_last, self.x_last)
+    def reported(self, prior: RESULTS) -> "Forward":
+        """This solve with `result` the first failure of `prior` (what came before
+        the integration), the integration and a non-finite cost or saved state."""
+        nonfinite = outcome((self.cost, self.xs), False, RESULTS.nonfinite_output)
+        result = first_failure(prior, self.result, nonfinite)
+        return eqx.tree_at(lambda forward: forward.result, self, result)
+
+    def outputs(self) -> tuple:
+        """`(cost, xs, stats, result, (t_last, x_last))`."""
+        return self.cost, self.xs, self.stats, self.result, (self.t_last, self.x_last)
 
 
 def augmented_rates(t, y, bound: BoundProblem):
@@ -91,8 +95,6 @@ def integrate(
         progress_meter=options.progress_meter,
     )
     states, costs = solution.ys
-    if options.throw:
-        states, costs = raise_if_failed(solution.result, (states, costs))
     return Forward(
         cost=costs[-1],
         xs=jtu.tree_map(lambda a: a[:-1], states),
@@ -142,15 +144,14 @@ def step_dense_info(
 
 
 def consistent_initial_state(
-    g, x0_guess: PyTree, p: PyTree, tol: float, throw: bool
+    g, x0_guess: PyTree, p: PyTree, tol: float
 ) -> tuple[PyTree, RESULTS]:
     """`(x0, result)` with `g(x0, p) = 0`, by Newton from `x0_guess`.
 
     Differentiated by optimistix's implicit-function rule, which is the adjoint's
     (`docs/how-it-works.md`): with `w(t0)` the adjoint at `t0`, `g_{x0}ᵀ μ = w(t0)`
     is solved (by lineax) and `μᵀ g_p` added to the gradient of `p`. If Newton
-    fails, `result` is `initialisation_failed` and `x0` raises at run time (`throw`)
-    or is NaN."""
+    fails, `result` is `initialisation_failed` (and `x0` Newton's last iterate)."""
     solution = optx.root_find(
         lambda x, p: g(x, p),
         optx.Newton(rtol=tol, atol=tol),
@@ -159,10 +160,6 @@ def consistent_initial_state(
         throw=False,
     )
     failed = solution.result != optx.RESULTS.successful
-    return checked_outcome(
-        solution.value,
-        failed,
-        INITIALISATION_FAILED,
-        throw,
-        RESULTS.initialisation_failed,
+    return solution.value, outcome(
+        solution.value, failed, RESULTS.initialisation_failed
     )

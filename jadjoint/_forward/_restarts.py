@@ -33,7 +33,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import loop_kind
-from .._errors import raise_if_failed, raise_or_nan
+from .._errors import raise_or_nan
 from .._options import Options
 from .._results import RESULTS
 from ._integrate import STATISTICS, Forward, augmented_rates, cost_dtype
@@ -179,8 +179,6 @@ def integrate_in_segments(
     meter.close(state["meter"])
     end = state["restart"]
     (x_last, cost), xs, result = end.y, state["xs"], state["result"]
-    if options.throw:
-        x_last, cost, xs = raise_if_failed(result, (x_last, cost, xs))
     return Forward(
         cost=cost,
         xs=xs,

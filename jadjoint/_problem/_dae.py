@@ -53,8 +53,8 @@ import optimistix as optx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PyTree
 
-from .._errors import check_like, checked_outcome, checked_solve, not_all_finite
-from .._results import ALGEBRAIC_FAILED, INITIALISATION_FAILED, RESULTS, failure_if
+from .._errors import check_like, checked_solve, not_all_finite, outcome
+from .._results import ALGEBRAIC_FAILED, RESULTS, failure_if
 from ._dynamics import AbstractDAE
 
 
@@ -198,31 +198,23 @@ class StateSpaceForm(eqx.Module):
         z, failed = self.algebraic(y, p, t)
         return failure_if(failed | not_all_finite(z), RESULTS.algebraic_failed)
 
-    def states(self, ys: PyTree, ts, p, throw: bool) -> tuple[PyTree, RESULTS]:
+    def states(self, ys: PyTree, ts, p) -> tuple[PyTree, RESULTS]:
         """The user's states `x(t_i) = join(y_i, z(y_i, p, t_i))` at the save times,
-        and `algebraic_failed` if Newton fails at one of them (raised with
-        `throw`)."""
+        and `algebraic_failed` if Newton fails at one of them."""
         zs, failed = jax.vmap(self.algebraic, in_axes=(0, None, 0))(ys, p, ts)
-        message = ALGEBRAIC_FAILED.format(where=" at a save time")
-        zs, result = checked_outcome(
-            zs, jnp.any(failed), message, throw, RESULTS.algebraic_failed
-        )
+        result = outcome(zs, jnp.any(failed), RESULTS.algebraic_failed)
         return jax.vmap(self.dae.join)(ys, zs), result
 
 
-def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
+def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol):
     """`((y0, z0), result)` with `b(y0, z0, p, t0) = 0` and, when the problem has
     `g`, `g(x0, p) = 0`, by Newton from the `x0` given; without `g`, `y0` is the `y`
     of `x0` and only `z0` is solved for. Differentiable (implicit-function rule). A
-    failure is `initialisation_failed`, raised with `throw`, NaN without."""
+    failure is `initialisation_failed`."""
     y0, z_guess = dae.split(x0)
     if dae.g is None:
         z0, failed = StateSpaceForm(dae, z_guess, tol).algebraic(y0, p, t0)
-        message = ALGEBRAIC_FAILED.format(where=" at t0 (from the z of x0)")
-        z0, result = checked_outcome(
-            z0, failed, message, throw, RESULTS.initialisation_failed
-        )
-        return (y0, z0), result
+        return (y0, z0), outcome(z0, failed, RESULTS.initialisation_failed)
     flat_guess, unravel = ravel_pytree((y0, z_guess))
 
     def joint_residual(flat, p):
@@ -235,14 +227,8 @@ def consistent_initialisation(dae: IndexOneDAE, x0: PyTree, p, t0, tol, throw):
         joint_residual, _newton(tol), flat_guess, args=p, throw=False
     )
     failed = solution.result != optx.RESULTS.successful
-    flat, result = checked_outcome(
-        solution.value,
-        failed,
-        INITIALISATION_FAILED,
-        throw,
-        RESULTS.initialisation_failed,
-    )
-    return unravel(flat), result
+    result = outcome(solution.value, failed, RESULTS.initialisation_failed)
+    return unravel(solution.value), result
 
 
 class SemiExplicitDynamics(AbstractDAE):
