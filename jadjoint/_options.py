@@ -5,6 +5,8 @@ import diffrax
 import equinox as eqx
 import optimistix as optx
 
+from ._differentiation_mode import under_forward_mode
+
 
 class LeadingSeminorm(eqx.Module):
     """RMS norm of the first `size` entries of a flat backward state. The rest is the
@@ -37,3 +39,37 @@ class Options(eqx.Module):
         return diffrax.PIDController(
             rtol=self.rtol, atol=self.atol, dtmax=self.dtmax, norm=norm
         )
+
+    def stepping_solver(self) -> diffrax.AbstractSolver:
+        """The solver as `diffeqsolve` runs it under `controller()`, for steps taken
+        with `solver.step` outside it: under forward mode a Runge–Kutta solver's
+        stages in a plain loop (as diffrax's `ForwardMode` sets them: its default
+        loop is a `custom_vjp`); an implicit solver's root finder given the
+        controller's `rtol`, `atol` and `norm` where it defers to them (diffrax's
+        default, a placeholder that is neither a number nor a norm)."""
+        solver = self.solver
+        if (
+            under_forward_mode()
+            and isinstance(solver, diffrax.AbstractRungeKutta)
+            and solver.scan_kind is None
+        ):
+            solver = eqx.tree_at(
+                lambda s: s.scan_kind, solver, "lax", is_leaf=lambda x: x is None
+            )
+        if not isinstance(solver, diffrax.AbstractImplicitSolver):
+            return solver
+        controller = self.controller()
+        finder = solver.root_finder
+        settled = {"rtol": _is_number, "atol": _is_number, "norm": callable}
+        deferred = [
+            name for name, test in settled.items() if not test(getattr(finder, name))
+        ]
+        return eqx.tree_at(
+            lambda s: [getattr(s.root_finder, name) for name in deferred],
+            solver,
+            [getattr(controller, name) for name in deferred],
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) or eqx.is_array(value)

@@ -41,7 +41,12 @@ def storage_rows(max_steps: int, segment_steps: int) -> tuple[int, int | None]:
 class Restarts(eqx.Module):
     """The solver's state at the start of each forward segment (a leading axis of
     rows; `count` are used): the time `t`, the state `y = (x, ∫ f dt)` and the
-    first step's length `dt`, so that `diffeqsolve` retakes the segment's steps.
+    first step's length `dt`, so that `diffeqsolve` retakes the segment's steps;
+    and `step_times`, the times of the segment's accepted steps from `t` (`inf`
+    past its last, as diffrax pads; all `inf` until the segment is solved), so that
+    the backward pass retakes them without step-size control. Thinned rows keep no
+    step times (an empty axis): the backward pass solves their spans again, and
+    records them then.
 
     Nothing else is kept. The solver's state: a segment evaluates its first stage
     afresh (one evaluation of the vector field, where a first-same-as-last solver
@@ -53,6 +58,7 @@ class Restarts(eqx.Module):
     t: Array
     y: PyTree
     dt: Array
+    step_times: Array
     count: Array
     stride: Array | None = None
 
@@ -89,6 +95,10 @@ class Restarts(eqx.Module):
             lambda a, v: a.at[r].set(v, mode="drop"), self._rows(), row._rows()
         )
         return self._with_rows(rows)
+
+    def without_step_times(self) -> "Restarts":
+        """The same states with no step times, as thinned rows keep them."""
+        return eqx.tree_at(lambda r: r.step_times, self, self.step_times[..., :0])
 
     def thinned(self) -> "Restarts":
         """Every other row kept, in the first half of the rows, and `stride`
@@ -140,9 +150,16 @@ def following_restart(solution: diffrax.Solution, restart: Restarts, t1):
         # segment that accepted none, a quarter of its first (diffrax's proposal
         # after a rejection is not saved).
         dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
+        step_times=jnp.full_like(restart.step_times, jnp.inf),
         count=restart.count + 1,
     )
     return following, short, result
+
+
+def solved(restart: Restarts, solution: diffrax.Solution) -> Restarts:
+    """`restart` with the step times of its segment, `solution` (dense output
+    saved)."""
+    return eqx.tree_at(lambda r: r.step_times, restart, solution.interpolation.ts)
 
 
 def stored(restarts: Restarts, r, restart: Restarts) -> Restarts:
@@ -151,6 +168,7 @@ def stored(restarts: Restarts, r, restart: Restarts) -> Restarts:
     every other row goes and `stride` doubles."""
     if restarts.stride is None:
         return restarts.with_row(r, restart)
+    restart = restart.without_step_times()
     rows = restarts.t.shape[0]
     full = r == rows * restarts.stride
     restarts = jax.lax.cond(full, Restarts.thinned, lambda r: r, restarts)

@@ -6,10 +6,12 @@ diffrax's dense output is a buffer of `max_steps` rows whatever the steps taken,
 under `jax.vmap` each step of the loop selects over all of it for every member. Here
 the forward pass runs `diffeqsolve` once per segment, `max_steps = B`, restarting
 each from where the last stopped (its time, state and step size): memory is
-`⌈max_steps / B⌉` restart rows (a state and two numbers each) plus one segment's `B`
-dense rows. A solve of at most `B` steps keeps its dense output and recomputes
-nothing; a longer one recomputes every segment but the last once, on the backward
-pass (CVODES's and diffsol's scheme).
+`⌈max_steps / B⌉` restart rows (a state, two numbers and the segment's `B + 1` step
+times each) plus one segment's `B` dense rows. A solve of at most `B` steps keeps its
+dense output and recomputes nothing; a longer one recomputes every segment but the
+last once, on the backward pass (CVODES's and diffsol's scheme), retaking its stored
+steps with `solver.step` (`_retaken_dense`): no step-size control, no rejected steps,
+and none of `diffeqsolve`'s machinery compiled a second time.
 
 So that the rows do not grow with `max_steps` either, a solve that may take more than
 `THINNING_STEPS` steps keeps `R = ⌈THINNING_STEPS / B⌉` rows: when they are full,
@@ -21,7 +23,7 @@ and a solve that was thinned pays one more forward solve.
 
 A segment restarts with its first step at the length of the last accepted one: the
 step-size proposal is not part of diffrax's saved state. The restart state being
-stored, the backward pass retakes the very same steps.
+stored, a re-solve of a span takes the very same steps.
 """
 
 import diffrax
@@ -41,16 +43,13 @@ from ._restart_state import (
     Restarts,
     following_restart,
     solve_from,
+    solved,
     storage_rows,
     stored,
 )
 
-# A regenerated segment may take this many more steps than the forward one did:
-# the same steps, but compiled in another place, rounding may differ in the last bit.
-REGENERATION_SLACK = 4
 
-
-def _initial(bound, x0, *, t0, t1, dt0, options) -> Restarts:
+def _initial(bound, x0, *, t0, t1, dt0, options, segment_steps) -> Restarts:
     """The restart state at `t0`, with the step-size controller's first step (its
     estimate when `dt0` is `None`), as `diffeqsolve` gets it itself
     (`stepsize_controller.init`, public)."""
@@ -65,6 +64,7 @@ def _initial(bound, x0, *, t0, t1, dt0, options) -> Restarts:
         t=t0,
         y=y0,
         dt=t_next - t0,
+        step_times=jnp.full(segment_steps + 1, jnp.inf, jnp.result_type(t0)),
         count=jnp.zeros((), jnp.int32),
     )
 
@@ -79,20 +79,6 @@ def _blank(shape: jax.ShapeDtypeStruct, rows: int | None = None) -> Array:
     return jnp.zeros(shape.shape, shape.dtype)
 
 
-def _pad(dense: diffrax.DenseInterpolation, rows: int) -> diffrax.DenseInterpolation:
-    """`dense` with unused rows up to `rows` steps."""
-
-    def pad(a, size):
-        filler = _blank(jax.ShapeDtypeStruct(a.shape, a.dtype), size - a.shape[0])
-        return jnp.concatenate([a, filler])
-
-    return eqx.tree_at(
-        lambda d: (d.ts, d.infos),
-        dense,
-        (pad(dense.ts, rows + 1), jtu.tree_map(lambda a: pad(a, rows), dense.infos)),
-    )
-
-
 def _rows_where(keep: Array, new: PyTree, old: PyTree) -> PyTree:
     def leaf(a, b):
         return jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
@@ -104,11 +90,13 @@ def integrate_in_segments(
     bound, x0: PyTree, *, t0, t1, ts, dt0, options: Options, segment_steps: int
 ) -> Forward:
     """The forward solve of `_forward.integrate`, in segments of at most
-    `segment_steps` steps: its `restarts` hold the state at each segment's start, its
-    `dense` the last segment's dense output (padded to `segment_steps +
-    REGENERATION_SLACK` rows). The solve may take `max_steps` steps in all."""
+    `segment_steps` steps: its `restarts` hold the state at each segment's start and
+    the segment's step times, its `dense` the last segment's dense output. The solve
+    may take `max_steps` steps in all."""
     rows, span = storage_rows(options.max_steps, segment_steps)
-    first = _initial(bound, x0, t0=t0, t1=t1, dt0=dt0, options=options)
+    first = _initial(
+        bound, x0, t0=t0, t1=t1, dt0=dt0, options=options, segment_steps=segment_steps
+    )
     first = jtu.tree_map(jnp.asarray, first)
 
     def like_first(restart: Restarts) -> Restarts:
@@ -136,8 +124,10 @@ def integrate_in_segments(
     meter = options.progress_meter
     state = dict(
         restart=first,
-        restarts=first.blank(
-            rows, None if span is None else jnp.ones((), first.count.dtype)
+        restarts=(
+            first.blank(rows)
+            if span is None
+            else first.without_step_times().blank(rows, jnp.ones((), first.count.dtype))
         ),
         xs=jtu.tree_map(lambda s: _blank(s, s.shape[0] - 1), shapes.ys[0]),
         dense=jtu.tree_map(_blank, shapes.interpolation),
@@ -160,7 +150,7 @@ def integrate_in_segments(
         states = solution.ys[0]
         return dict(
             restart=like_first(following),
-            restarts=stored(state["restarts"], r, restart),
+            restarts=stored(state["restarts"], r, solved(restart, solution)),
             xs=_rows_where(own, jtu.tree_map(lambda a: a[:-1], states), state["xs"]),
             dense=solution.interpolation,
             stats=stats,
@@ -186,7 +176,7 @@ def integrate_in_segments(
         x_last=x_last,
         stats=state["stats"],
         result=RESULTS.promote(result),
-        dense=_pad(state["dense"], segment_steps + REGENERATION_SLACK),
+        dense=state["dense"],
         restarts=eqx.tree_at(lambda r: r.count, state["restarts"], end.count),
     )
 
@@ -202,7 +192,11 @@ def span_restarts(
     first = span.restart
     rows = span_segments + 1
     first = Restarts(
-        t=first.t, y=first.y, dt=first.dt, count=jnp.zeros_like(first.count)
+        t=first.t,
+        y=first.y,
+        dt=first.dt,
+        step_times=jnp.full(segment_steps + 1, jnp.inf, first.t.dtype),
+        count=jnp.zeros_like(first.count),
     )
     saveat = diffrax.SaveAt(t1=True, dense=True)
 
@@ -218,7 +212,8 @@ def span_restarts(
         )
         following, short, result = following_restart(solution, restart, span.t_right)
         following = jtu.tree_map(lambda a, b: jnp.asarray(a, b.dtype), following, first)
-        return following, restarts.with_row(restart.count, restart), short, result
+        restarts = restarts.with_row(restart.count, solved(restart, solution))
+        return following, restarts, short, result
 
     state = (first, first.blank(rows), jnp.asarray(True), diffrax.RESULTS.successful)
     end, restarts, short, result = eqxi.while_loop(
@@ -239,25 +234,16 @@ def segment_dense(
     """The dense output of the forward solve's `segment` (a row of
     `_segments.Segments.from_restarts`; the solve of `augmented_rates` with `bound`,
     in segments of `segment_steps` steps): the one the forward pass kept for the last
-    segment, regenerated from its restart state for the others. A regeneration that
-    fails raises (`options.throw`) or gives NaN."""
+    segment, regenerated from its restart state for the others by retaking its
+    stored steps (`_retaken_dense`). A regeneration that fails raises
+    (`options.throw`) or gives NaN."""
     restart = segment.restart
     # Only the last segment ends where the solve stopped.
     kept = segment.t_right == forward.t_last
 
     def regenerated():
-        solution = solve_from(
-            bound,
-            restart,
-            # To the next segment's start, where the forward segment stopped. Under
-            # `vmap` both branches run: there the kept segment is re-solved over zero
-            # length (no step).
-            t1=jnp.where(kept, restart.t, segment.t_right),
-            saveat=diffrax.SaveAt(t1=True, dense=True),
-            max_steps=segment_steps + REGENERATION_SLACK,
-            options=options,
-        )
-        return solution.interpolation, solution.result
+        # Under `vmap` both branches run: there the kept segment retakes no step.
+        return _retaken_dense(bound, restart, forward.dense, skip=kept, options=options)
 
     def kept_dense():
         return forward.dense, diffrax.RESULTS.successful
@@ -265,3 +251,52 @@ def segment_dense(
     dense, result = jax.lax.cond(kept, kept_dense, regenerated)
     infos = raise_or_nan(result, dense.infos, options.throw)
     return eqx.tree_at(lambda d: d.infos, dense, infos)
+
+
+def _retaken_dense(
+    bound, restart: Restarts, like: diffrax.DenseInterpolation, *, skip, options
+) -> tuple[diffrax.DenseInterpolation, diffrax.RESULTS]:
+    """The dense output of the segment from `restart`, shaped like `like` (a
+    segment's), by `solver.step` (public) from `restart.y` over the stored
+    `restart.step_times`, and the steps' outcome; no step with `skip`.
+
+    The steps are the forward segment's accepted ones, so nothing is rejected and no
+    step-size controller runs: one step per accepted step, where a `diffeqsolve`
+    from the restart state would retake the rejected ones too and compile its whole
+    loop a second time. A loop of our own because diffrax has no solve over given
+    steps that keeps the dense output of a solver with an error estimate (its
+    `StepTo` controller would run that same loop)."""
+    solver = options.stepping_solver()
+    terms = diffrax.ODETerm(augmented_rates)
+    times = restart.step_times
+    steps = jnp.where(skip, 0, jnp.sum(jnp.isfinite(times)) - 1)
+    # The first stage of a first-same-as-last solver is evaluated afresh here, as
+    # `diffeqsolve` does at a restart.
+    solver_state = solver.init(terms, times[0], times[1], restart.y, bound)
+    infos = jtu.tree_map(jnp.zeros_like, like.infos)
+
+    def body(carry):
+        k, y, solver_state, infos, result = carry
+        y, _, info, solver_state, step_result = solver.step(
+            terms, times[k], times[k + 1], y, bound, solver_state, made_jump=False
+        )
+        infos = jtu.tree_map(lambda rows, row: rows.at[k].set(row), infos, info)
+        result = diffrax.RESULTS.where(
+            result == diffrax.RESULTS.successful, step_result, result
+        )
+        return k + 1, y, solver_state, infos, result
+
+    carry = (0, restart.y, solver_state, infos, diffrax.RESULTS.successful)
+    _, _, _, infos, result = eqxi.while_loop(
+        lambda carry: carry[0] < steps,
+        body,
+        carry,
+        max_steps=like.ts.shape[0] - 1,
+        kind=loop_kind(),
+    )
+    dense = eqx.tree_at(
+        lambda d: (d.ts, d.ts_size, d.infos, d.t0_if_trivial, d.y0_if_trivial),
+        like,
+        (times, steps + 1, infos, restart.t, restart.y),
+    )
+    return dense, result
