@@ -18,7 +18,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from ._adjoint import AbstractAdjointMethod, InterpolatingAdjoint
-from ._errors import not_all_finite, raise_failure
+from ._errors import raise_failure
 from ._forward import consistent_initial_state
 from ._inputs import parameter_arrays, state_arrays
 from ._options import Options
@@ -87,11 +87,12 @@ def _method(adjoint: AbstractAdjointMethod, problem: Problem) -> AbstractAdjoint
     return method
 
 
-def _diagnosed(result: RESULTS, outputs: PyTree, outcome_at_last: RESULTS) -> RESULTS:
-    """The integration's result, with the cause named: when it failed (or gave
-    non-finite outputs) and `ẋ` cannot be found where it stopped, that failure."""
-    suspect = (result != RESULTS.successful) | not_all_finite(outputs)
-    return first_failure(failure_if(suspect, outcome_at_last), result)
+def _diagnosed(result: RESULTS, outcome_at_last: RESULTS) -> RESULTS:
+    """The integration's result, with the cause named: when it failed (non-finite
+    outputs included, `Forward.reported`) and `ẋ` cannot be found where it stopped,
+    that failure."""
+    failed = result != RESULTS.successful
+    return first_failure(failure_if(failed, outcome_at_last), result)
 
 
 def _raised_early(value: PyTree, result: RESULTS, throw: bool):
@@ -121,7 +122,7 @@ def _solve_ode(problem, p, x0, times, prior, dt0, options, adjoint):
     )
     if not options.throw:
         outcome = problem.h.outcome_at(x_last, p, t_last, options.newton_tol)
-        result = first_failure(prior, _diagnosed(result, (cost, xs), outcome))
+        result = first_failure(prior, _diagnosed(result, outcome))
     return cost, xs, stats, result
 
 
@@ -153,7 +154,7 @@ def _solve_dae(problem, p, x0, times, prior, dt0, options, adjoint):
     xs, saved = state_space.states(ys, ts, p)
     if not options.throw:
         outcome = state_space.outcome_at(y_last, p, t_last)
-        integrated = first_failure(prior, _diagnosed(integrated, (cost, ys), outcome))
+        integrated = first_failure(prior, _diagnosed(integrated, outcome))
     return (
         cost,
         xs,

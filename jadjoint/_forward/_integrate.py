@@ -26,7 +26,7 @@ class Forward(eqx.Module):
     - `t_last`, `x_last`: where the solve stopped, `T` unless it failed;
     - `stats`: diffrax's step counts (`STATISTICS`);
     - `result`: the forward pass's outcome so far (a [`jadjoint.RESULTS`][]):
-        diffrax's, or a failure reported before the integration (`outputs`);
+        diffrax's; after `reported`, with what came before and a non-finite output;
     - `dense`: the dense interpolation (`diffrax.DenseInterpolation`), when asked
         for; else `None`. Solved in segments (`_restarts.py`), the last segment's;
     - `restarts`: then the solver state at each segment's start; else `None`."""
