@@ -15,5 +15,6 @@ from ._odeint import odeint as odeint
 from ._problem import Problem as Problem
 from ._results import RESULTS as RESULTS
 from ._solve import Solution as Solution, solve as solve
+from ._solvers import BDF as BDF, BDFStepSize as BDFStepSize
 
 __version__ = _version("jadjoint")

@@ -6,6 +6,7 @@ import equinox as eqx
 import optimistix as optx
 
 from ._differentiation_mode import under_forward_mode
+from ._solvers import BDF, BDFStepSize
 
 
 class LeadingSeminorm(eqx.Module):
@@ -32,12 +33,31 @@ class Options(eqx.Module):
     progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter()
     dtmax: float | None = None
 
-    def controller(self, controlled: int | None = None) -> diffrax.PIDController:
-        """The step-size controller (steps at most `dtmax` long); with `controlled`,
-        its error norm sees only the first `controlled` entries of a flat state."""
+    def controller(
+        self, controlled: int | None = None
+    ) -> diffrax.AbstractStepSizeController:
+        """The step-size controller (steps at most `dtmax` long): diffrax's
+        `PIDController`, or the BDF's own; with `controlled`, its error norm sees
+        only the first `controlled` entries of a flat state."""
         norm = optx.rms_norm if controlled is None else LeadingSeminorm(controlled)
+        if isinstance(self.solver, BDF):
+            return BDFStepSize(
+                rtol=self.rtol, atol=self.atol, norm=norm, dtmax=self.dtmax
+            )
         return diffrax.PIDController(
             rtol=self.rtol, atol=self.atol, dtmax=self.dtmax, norm=norm
+        )
+
+    def configured_solver(
+        self, controlled: int | None = None
+    ) -> diffrax.AbstractSolver:
+        """The solver as a solve under `controller(controlled)` runs it: a BDF, which
+        controls its own steps, given the controller's tolerances and norm."""
+        if not isinstance(self.solver, BDF):
+            return self.solver
+        controller = self.controller(controlled)
+        return self.solver.with_tolerances(
+            controller.rtol, controller.atol, controller.norm
         )
 
     def stepping_solver(self) -> diffrax.AbstractSolver:
@@ -46,8 +66,9 @@ class Options(eqx.Module):
         stages in a plain loop (as diffrax's `ForwardMode` sets them: its default
         loop is a `custom_vjp`); an implicit solver's root finder given the
         controller's `rtol`, `atol` and `norm` where it defers to them (diffrax's
-        default, a placeholder that is neither a number nor a norm)."""
-        solver = self.solver
+        default, a placeholder that is neither a number nor a norm); a BDF as
+        `configured_solver` gives it."""
+        solver = self.configured_solver()
         if (
             under_forward_mode()
             and isinstance(solver, diffrax.AbstractRungeKutta)

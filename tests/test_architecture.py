@@ -25,6 +25,7 @@ LAYERS = [
         "_options",
         "_inputs",
         "_differentiation_mode",
+        "_solvers",
     },
     {"_numerics"},
     {"_problem"},

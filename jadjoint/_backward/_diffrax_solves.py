@@ -66,7 +66,7 @@ def solve_backwards(
 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(flat_rates),
-        options.solver,
+        options.configured_solver(controlled),
         t_right,
         t_left,
         -dt0,

@@ -81,7 +81,7 @@ def integrate(
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
-        options.solver,
+        options.configured_solver(),
         t0,
         t1,
         dt0,

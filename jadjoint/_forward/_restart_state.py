@@ -48,10 +48,12 @@ class Restarts(eqx.Module):
     step times (an empty axis): the backward pass solves their spans again, and
     records them then.
 
-    Nothing else is kept. The solver's state: a segment evaluates its first stage
-    afresh (one evaluation of the vector field, where a first-same-as-last solver
-    would have reused the last stage of the segment before; a stored one would
-    double the row). The step-size controller's: the `PIDController` of
+    The solver's state (`solver_state`) is kept only for a solver whose state is
+    its history (`BDF`'s difference table: a restart from the state alone would
+    start again at order one). A one-step solver evaluates its first stage afresh
+    (one evaluation of the vector field, where a first-same-as-last solver would
+    have reused the last stage of the segment before; a stored one would double the
+    row). The step-size controller's state is not kept: the `PIDController` of
     `Options.controller` is an integral controller (diffrax's default
     coefficients), whose proposal depends on the current error only."""
 
@@ -61,6 +63,7 @@ class Restarts(eqx.Module):
     step_times: Array
     count: Array
     stride: Array | None = None
+    solver_state: PyTree = None
 
     def _rows(self) -> dict:
         names = [f.name for f in fields(self) if f.name not in ("count", "stride")]
@@ -112,16 +115,19 @@ class Restarts(eqx.Module):
 
 def solve_from(bound, restart: Restarts, *, t1, saveat, max_steps, options):
     """One `diffeqsolve` of `augmented_rates` (its `args`: `bound`, a
-    `BoundProblem`) from `restart` towards `t1`, at most `max_steps` steps."""
+    `BoundProblem`) from `restart` towards `t1`, at most `max_steps` steps; from
+    the stored solver state and saving the final one, where one is kept."""
+    keeps_state = restart.solver_state is not None
     return diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
-        options.solver,
+        options.configured_solver(),
         restart.t,
         t1,
         restart.dt,
         restart.y,
         args=bound,
-        saveat=saveat,
+        saveat=eqx.tree_at(lambda s: s.solver_state, saveat, keeps_state),
+        solver_state=restart.solver_state,
         stepsize_controller=options.controller(),
         max_steps=max_steps,
         adjoint=inner_adjoint(),
@@ -152,6 +158,7 @@ def following_restart(solution: diffrax.Solution, restart: Restarts, t1):
         dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
         step_times=jnp.full_like(restart.step_times, jnp.inf),
         count=restart.count + 1,
+        solver_state=None if restart.solver_state is None else solution.solver_state,
     )
     return following, short, result
 

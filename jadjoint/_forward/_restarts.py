@@ -38,6 +38,7 @@ from .._differentiation_mode import loop_kind
 from .._errors import raise_or_nan
 from .._options import Options
 from .._results import RESULTS
+from .._solvers import BDF
 from ._integrate import STATISTICS, Forward, augmented_rates, cost_dtype
 from ._restart_state import (
     Restarts,
@@ -55,18 +56,28 @@ def _initial(bound, x0, *, t0, t1, dt0, options, segment_steps) -> Restarts:
     (`stepsize_controller.init`, public)."""
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     terms = diffrax.ODETerm(augmented_rates)
-    solver = options.solver
+    solver = options.configured_solver()
     t_next, _ = options.controller().init(
         terms, t0, t1, y0, dt0, bound, solver.func, solver.error_order(terms)
     )
     t_next = jnp.minimum(t_next, t1)
+    solver_state = None
+    if keeps_solver_state(solver):
+        solver_state = solver.init(terms, t0, t_next, y0, bound)
     return Restarts(
         t=t0,
         y=y0,
         dt=t_next - t0,
         step_times=jnp.full(segment_steps + 1, jnp.inf, jnp.result_type(t0)),
         count=jnp.zeros((), jnp.int32),
+        solver_state=solver_state,
     )
+
+
+def keeps_solver_state(solver: diffrax.AbstractSolver) -> bool:
+    """Whether a restart keeps the solver's state: for a solver whose state is its
+    history (`Restarts`)."""
+    return isinstance(solver, BDF)
 
 
 def _blank(shape: jax.ShapeDtypeStruct, rows: int | None = None) -> Array:
@@ -197,6 +208,7 @@ def span_restarts(
         dt=first.dt,
         step_times=jnp.full(segment_steps + 1, jnp.inf, first.t.dtype),
         count=jnp.zeros_like(first.count),
+        solver_state=first.solver_state,
     )
     saveat = diffrax.SaveAt(t1=True, dense=True)
 
@@ -271,8 +283,10 @@ def _retaken_dense(
     times = restart.step_times
     steps = jnp.where(skip, 0, jnp.sum(jnp.isfinite(times)) - 1)
     # The first stage of a first-same-as-last solver is evaluated afresh here, as
-    # `diffeqsolve` does at a restart.
-    solver_state = solver.init(terms, times[0], times[1], restart.y, bound)
+    # `diffeqsolve` does at a restart; a stored state is the forward segment's own.
+    solver_state = restart.solver_state
+    if solver_state is None:
+        solver_state = solver.init(terms, times[0], times[1], restart.y, bound)
     infos = jtu.tree_map(jnp.zeros_like, like.infos)
 
     def body(carry):

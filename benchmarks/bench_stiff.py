@@ -1,0 +1,214 @@
+"""Stiff Robertson kinetics against SUNDIALS: jadjoint's BDF beside Kvaerno5 and
+diffrax, with CVODES and IDAS (through CasADi) as the peers.
+
+    ẏ1 = −k1 y1 + k3 y2 y3,  ẏ2 = k1 y1 − k2 y2² − k3 y2 y3,  ẏ3 = k2 y2²,
+    k = (0.04, 3e7, 1e4),  y(0) = (1, 0, 0),  t ∈ [0, 100],
+
+the gradient with respect to `log k` of the integral cost `1e4 ∫ y2 dt` and of a loss
+on 40 saved states `Σ_i (y1 + 1e4 y2 + y3)(t_i)`; and the same kinetics as the
+index-1 DAE with `y3 = 1 − y1 − y2` (jadjoint's singular mass matrix, IDAS). rtol
+1e-8, atol 1e-10 everywhere; float64; one thread. Reported: the median wall time of
+a jitted gradient (after one call to compile), interleaved, its ratio to the SUNDIALS
+peer measured in the same run, and the relative error against diffrax
+`RecursiveCheckpointAdjoint` with Kvaerno5 at rtol 1e-11 (Newton to 1e-13), which
+agrees with central differences of itself to 4e-9 (the cost) and 2e-6 (the saved
+states: the differences' own truncation error); the DAE's reference is the ODE's,
+the two being the same kinetics.
+
+CasADi's `integrator` with `ca.gradient` runs the forward solve and CVodeB / IDASolveB
+for the adjoint. Needs `pip install casadi`; without it the SUNDIALS rows are left out.
+
+Run: python benchmarks/bench_stiff.py [--repeats N]
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+)
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import diffrax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from _problems import kvaerno5, robertson_vf  # noqa: E402
+
+import jadjoint as ja  # noqa: E402
+
+RTOL, ATOL = 1e-8, 1e-10
+T1 = 100.0
+LOG_K = jnp.log(jnp.array([0.04, 3e7, 1e4]))
+Y0 = jnp.array([1.0, 0.0, 0.0])
+TS = jnp.linspace(2.5, T1, 40)
+WEIGHTS = jnp.array([1.0, 1e4, 1.0])
+
+
+def cost_rate(y, log_k, t):
+    return 1e4 * y[1]
+
+
+def jadjoint_gradient(solver, kind: str, form: str = "ode"):
+    if form == "ode":
+        problem = ja.Problem.explicit(
+            robertson_vf, f=cost_rate if kind == "cost" else None
+        )
+    else:
+        problem = ja.Problem.mass_matrix(
+            jnp.diag(jnp.array([1.0, 1.0, 0.0])),
+            lambda y, log_k, t: robertson_vf(y, log_k, t).at[2].set(jnp.sum(y) - 1),
+            f=cost_rate if kind == "cost" else None,
+        )
+
+    def loss(log_k):
+        solution = ja.solve(
+            problem,
+            log_k,
+            0.0,
+            T1,
+            Y0,
+            saveat=None if kind == "cost" else TS,
+            solver=solver,
+            rtol=RTOL,
+            atol=ATOL,
+            max_steps=100_000,
+        )
+        return solution.cost if kind == "cost" else jnp.sum(solution.xs @ WEIGHTS)
+
+    return jax.jit(jax.grad(loss))
+
+
+def diffrax_gradient(kind: str, rtol=RTOL, atol=ATOL, newton_tol=1e-10):
+    def rates(t, y, log_k):
+        x, _ = y
+        return robertson_vf(x, log_k, t), cost_rate(x, log_k, t)
+
+    def loss(log_k):
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(rates),
+            kvaerno5(newton_tol),
+            0.0,
+            T1,
+            None,
+            (Y0, jnp.zeros(())),
+            args=log_k,
+            saveat=diffrax.SaveAt(t1=True) if kind == "cost" else diffrax.SaveAt(ts=TS),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+        )
+        xs, costs = solution.ys
+        return costs[-1] if kind == "cost" else jnp.sum(xs @ WEIGHTS)
+
+    return jax.jit(jax.grad(loss))
+
+
+def sundials_gradient(kind: str, form: str):
+    """CasADi's reverse-mode gradient through CVODES (`form="ode"`) or IDAS."""
+    import casadi as ca
+
+    log_k = ca.SX.sym("log_k", 3)
+    k = ca.exp(log_k)
+    options = dict(abstol=ATOL, reltol=RTOL, max_num_steps=100_000)
+    grid = [T1] if kind == "cost" else [float(t) for t in TS]
+    if form == "ode":
+        y = ca.SX.sym("y", 3)
+        rates = ca.vertcat(
+            -k[0] * y[0] + k[2] * y[1] * y[2],
+            k[0] * y[0] - k[1] * y[1] ** 2 - k[2] * y[1] * y[2],
+            k[1] * y[1] ** 2,
+        )
+        dae = dict(x=y, p=log_k, ode=rates, quad=1e4 * y[1])
+        plugin, initial = "cvodes", dict(x0=np.array(Y0))
+        states = lambda result: result["xf"]  # noqa: E731
+    else:
+        y, z = ca.SX.sym("y", 2), ca.SX.sym("z")
+        rates = ca.vertcat(
+            -k[0] * y[0] + k[2] * y[1] * z,
+            k[0] * y[0] - k[1] * y[1] ** 2 - k[2] * y[1] * z,
+        )
+        dae = dict(
+            x=y, z=z, p=log_k, ode=rates, alg=y[0] + y[1] + z - 1, quad=1e4 * y[1]
+        )
+        plugin, initial = "idas", dict(x0=np.array(Y0[:2]), z0=0.0)
+        states = lambda result: ca.vertcat(result["xf"], result["zf"])  # noqa: E731
+    integrator = ca.integrator("F", plugin, dae, 0.0, grid, options)
+    p = ca.MX.sym("p", 3)
+    result = integrator(p=p, **initial)
+    if kind == "cost":
+        loss = result["qf"]
+    else:
+        loss = ca.sum2(ca.mtimes(ca.DM(np.array(WEIGHTS)).T, states(result)))
+    gradient = ca.Function("gradient", [p], [ca.gradient(loss, p)])
+    return lambda log_k: np.asarray(gradient(np.asarray(log_k))).ravel()
+
+
+def reference(kind: str) -> np.ndarray:
+    return np.asarray(diffrax_gradient(kind, 1e-11, 1e-13, 1e-13)(LOG_K))
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(LOG_K))
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    try:
+        import casadi  # noqa: F401
+
+        have_casadi = True
+    except ImportError:
+        have_casadi = False
+
+    cases = [
+        ("Robertson ODE, 1e4 ∫ y2 dt", "cost", "ode", "CVODES"),
+        ("Robertson ODE, 40 saved states", "observations", "ode", "CVODES"),
+        ("Robertson DAE (singular M), 1e4 ∫ y2 dt", "cost", "dae", "IDAS"),
+        ("Robertson DAE (singular M), 40 saved states", "observations", "dae", "IDAS"),
+    ]
+    print(f"device: {jax.devices()[0].platform}, jax {jax.__version__}\n")
+    for title, kind, form, peer in cases:
+        methods = {
+            "jadjoint BDF": jadjoint_gradient(ja.BDF(), kind, form),
+            "jadjoint Kvaerno5": jadjoint_gradient(kvaerno5(1e-10), kind, form),
+        }
+        if form == "ode":
+            methods["diffrax RCA + Kvaerno5"] = diffrax_gradient(kind)
+        if have_casadi:
+            methods[f"SUNDIALS {peer} (CasADi)"] = sundials_gradient(kind, form)
+        truth = reference(kind)
+        errors = {}
+        for name, fn in list(methods.items()):
+            try:
+                grad = np.asarray(fn(LOG_K))
+            except RuntimeError as error:  # a SUNDIALS failure, reported as such
+                print(f"{name} failed: {str(error).splitlines()[-1]}")
+                del methods[name]
+                continue
+            errors[name] = float(np.max(np.abs(grad - truth) / np.abs(truth)))
+        times = {name: [] for name in methods}
+        for _ in range(args.repeats):
+            for name, fn in methods.items():
+                times[name].append(timed(fn))
+        medians = {name: statistics.median(t) for name, t in times.items()}
+        base = next((m for n, m in medians.items() if "SUNDIALS" in n), None)
+        print(f"## {title}")
+        print(f"| method | median ms | ratio to {peer} | relative error |")
+        print("|---|---|---|---|")
+        for name in methods:
+            ratio = "" if base is None else f"{medians[name] / base:.2f}"
+            row = [name, f"{1e3 * medians[name]:.2f}", ratio, f"{errors[name]:.1e}"]
+            print("| " + " | ".join(row) + " |")
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,464 @@
+"""A variable-order, variable-step BDF solver for `diffrax.diffeqsolve`.
+
+diffrax has no backward differentiation formula, the workhorse of stiff kinetics and
+DAEs (CVODES, IDAS, MATLAB's `ode15s`, scipy's `BDF`), so this is a solver of our
+own on diffrax's public solver interface: it steps inside `diffeqsolve`, saves,
+interpolates and restarts like any diffrax solver, and jadjoint's forward and
+backward passes use it unchanged.
+
+The method is the NDF family of Shampine & Reichelt ("The MATLAB ODE suite", SIAM
+J. Sci. Comput. 18(1), 1997) in the quasi-constant step form: the state keeps the
+backward differences `D_j = ∇^j y_n` (`j = 0 … MAX_ORDER + 2`) at spacing `h`,
+rescaled when the step changes. A step of order `k` from `t_n` to `t_{n+1} = t_n + h`
+predicts `y⁰ = Σ_{j≤k} D_j` and solves
+
+    y − c f(t_{n+1}, y) = y⁰ − ψ,   c = h / α_k,   ψ = Σ_{j=1}^{k} γ_j D_j / α_k,
+
+with `γ_j = Σ_{i≤j} 1/i`, `α_k = (1 − κ_k) γ_k`, by a simplified Newton iteration on
+`d = y − y⁰` with the iteration matrix `I − c J`. Its error estimate is
+`E_k = (κ_k γ_k + 1/(k+1)) d`; the order moves by at most one after `k + 1` steps at
+the same step size, to the neighbour whose error estimate allows the longest step.
+
+The iteration matrix is reused across steps as SUNDIALS does (Hindmarsh et al.,
+"SUNDIALS", ACM TOMS 31(3), 2005): the LU factors are kept until `c` has changed by
+more than `REFACTOR_RATIO`, the Jacobian `J = ∂f/∂y` (by `jax.jacfwd`) until it is
+`JACOBIAN_AGE` accepted steps old or Newton fails to converge with it; a correction
+computed with stale factors is scaled by `2 / (1 + c / c_lu)`.
+
+One decision, two owners. diffrax's step-size controllers see only the solver's error
+estimate, while order and step size here are one choice made from the difference
+table. So the solver makes it, from its own tolerances (`rtol`, `atol`, `norm`, set
+by jadjoint from `solve`'s), and reports it as its error estimate (`StepDecision`),
+which `BDFStepSize`, the controller to use with it, obeys.
+"""
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import lineax as lx
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, PyTree
+
+MAX_ORDER = 5
+NEWTON_MAX_ITERATIONS = 4
+MIN_FACTOR = 0.2
+MAX_FACTOR = 10.0
+REFACTOR_RATIO = 0.3
+JACOBIAN_AGE = 50
+
+# The NDF coefficients of Shampine & Reichelt (κ_k; κ = 0 gives the BDFs), indexed
+# by order 0 … MAX_ORDER.
+_KAPPA = np.array([0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0])
+_GAMMA = np.concatenate([[0.0], np.cumsum(1 / np.arange(1, MAX_ORDER + 1))])
+_ALPHA = (1 - _KAPPA) * _GAMMA
+_ERROR_CONSTANT = _KAPPA * _GAMMA + 1 / np.arange(1, MAX_ORDER + 2)
+_ROWS = MAX_ORDER + 3
+
+
+def _rescaling(order, factor):
+    """The matrix `RU` with `D_new[:k+1] = (RU)ᵀ D[:k+1]` when the step changes by
+    `factor` at order `k` (the identity beyond row `k`): the differences of the same
+    interpolating polynomial at the new spacing."""
+    index = jnp.arange(_ROWS)
+
+    def r_matrix(f):
+        i = index[:, None].astype(jnp.result_type(f))
+        j = index[None, :].astype(jnp.result_type(f))
+        m = jnp.where(i >= 1, (i - 1 - f * j) / jnp.maximum(i, 1), 1.0)
+        m = jnp.where((i >= 1) & (j == 0), 0.0, m)
+        inside = (index[:, None] <= order) & (index[None, :] <= order)
+        return jnp.where(inside, jnp.cumprod(m, axis=0), 0.0)
+
+    product = r_matrix(factor) @ r_matrix(jnp.ones_like(factor))
+    beyond = (index[:, None] > order) | (index[None, :] > order)
+    return jnp.where(beyond, jnp.eye(_ROWS, dtype=product.dtype), product)
+
+
+def _rescaled(differences, order, factor):
+    return _rescaling(order, factor).T @ differences
+
+
+class BDFState(eqx.Module):
+    """The solver's state between steps: the differences `D` (`MAX_ORDER + 3` rows,
+    flat), scaled to the step `h`; the `order` and the steps taken at `h` and that
+    order (`equal_steps`); the Jacobian `J`, its age in accepted steps, and the LU
+    factors of `I − c_lu J`; and counts of Jacobians and factorisations made."""
+
+    differences: Array
+    h: Array
+    order: Array
+    equal_steps: Array
+    jacobian: Array
+    jacobian_age: Array
+    factors: PyTree
+    c_lu: Array
+    jacobians: Array
+    factorisations: Array
+
+
+class StepDecision(eqx.Module):
+    """The solver's verdict on a step, in place of an error estimate: whether it is
+    rejected (1.0) or accepted (0.0), and the length of the next step."""
+
+    rejected: Array
+    next_dt: Array
+
+
+class BDFInterpolation(diffrax.AbstractLocalInterpolation):
+    """The dense output of a step `[t0, t1]` of order `k`: the polynomial through
+    `y(t1 − m h)`, `m = 0 … k`, `h = t1 − t0`, in Newton form,
+    `y(t) = D_0 + Σ_{j=1}^{k} D_j Π_{m=0}^{j−1} (t − t1 + m h) / ((m + 1) h)`."""
+
+    t0: Array
+    t1: Array
+    differences: PyTree
+    order: Array
+
+    def evaluate(self, t0, t1=None, left: bool = True) -> PyTree:
+        del left
+        if t1 is not None:
+            return jtu.tree_map(jnp.subtract, self.evaluate(t1), self.evaluate(t0))
+        h = self.t1 - self.t0
+        m = jnp.arange(MAX_ORDER, dtype=jnp.result_type(h))
+        products = jnp.cumprod((t0 - self.t1 + m * h) / ((m + 1) * h))
+        weights = jnp.where(jnp.arange(1, MAX_ORDER + 1) <= self.order, products, 0)
+        weights = jnp.concatenate([jnp.ones(1, weights.dtype), weights])
+        return jtu.tree_map(
+            lambda d: jnp.tensordot(weights.astype(d.dtype), d, axes=1),
+            self.differences,
+        )
+
+
+class BDF(diffrax.AbstractAdaptiveSolver):
+    """A variable-order (1–5), variable-step BDF for stiff ODEs: the numerical
+    differentiation formulas of MATLAB's `ode15s` (`ndf=True`) or the classic BDFs.
+
+    Use it with [`jadjoint.solve`][] (`solver=jadjoint.BDF()`), which sets its
+    tolerances from `solve`'s `rtol` and `atol`. With `diffrax.diffeqsolve` directly,
+    set `rtol` and `atol` here and pass `stepsize_controller=jadjoint.BDFStepSize()`.
+
+    **Arguments:**
+
+    - `rtol`, `atol`: the tolerances of the error estimate.
+    - `norm`: the norm of a flattened scaled error (RMS by default).
+    - `ndf`: the NDFs (`True`) or the BDFs (`False`).
+
+    The step is not differentiable in reverse mode (its Newton iteration is a loop):
+    it is for continuous adjoints, which never differentiate the solver.
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    norm: Callable = optx.rms_norm
+    ndf: bool = eqx.field(static=True, default=True)
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    interpolation_cls: ClassVar = BDFInterpolation
+
+    def order(self, terms):
+        return 1
+
+    def with_tolerances(self, rtol, atol, norm: Callable) -> "BDF":
+        """This solver with the given error tolerances and norm."""
+        return BDF(rtol=rtol, atol=atol, norm=norm, ndf=self.ndf)
+
+    def _coefficients(self, dtype):
+        kappa = _KAPPA if self.ndf else np.zeros_like(_KAPPA)
+        alpha = (1 - kappa) * _GAMMA
+        error = kappa * _GAMMA + 1 / np.arange(1, MAX_ORDER + 2)
+        return (
+            jnp.asarray(alpha, dtype),
+            jnp.asarray(_GAMMA, dtype),
+            jnp.asarray(error, dtype),
+        )
+
+    def _flat_rate(self, terms, t0, t1, y_like, args):
+        """`(t, y) ↦ f(t, y)` on flat `y`: the vector field in diffrax's normalised
+        time (forwards even when the solve runs backwards)."""
+        _, unravel = jax.flatten_util.ravel_pytree(y_like)
+        control = terms.contr(t0, t1)
+        h = t1 - t0
+        h = jnp.where(h == 0, 1, h)
+
+        def rate(t, y):
+            increment = terms.vf_prod(t, unravel(y), args, control)
+            flat = jax.flatten_util.ravel_pytree(increment)[0]
+            return flat / h.astype(flat.dtype)
+
+        return rate
+
+    def _factorised(self, jacobian, c):
+        matrix = jnp.eye(jacobian.shape[0], dtype=jacobian.dtype) - c * jacobian
+        return lx.LU().init(lx.MatrixLinearOperator(matrix), {})
+
+    def init(self, terms, t0, t1, y0, args) -> BDFState:
+        flat, _ = jax.flatten_util.ravel_pytree(y0)
+        rate = self._flat_rate(terms, t0, t1, y0, args)
+        h = jnp.asarray(t1 - t0, flat.dtype)
+        differences = jnp.zeros((_ROWS, flat.size), flat.dtype)
+        differences = differences.at[0].set(flat).at[1].set(h * rate(t0, flat))
+        jacobian = jax.jacfwd(lambda y: rate(t0, y))(flat)
+        alpha, _, _ = self._coefficients(flat.dtype)
+        c = h / alpha[1]
+        zero = jnp.zeros((), jnp.int32)
+        return BDFState(
+            differences=differences,
+            h=h,
+            order=jnp.ones((), jnp.int32),
+            equal_steps=zero,
+            jacobian=jacobian,
+            jacobian_age=zero,
+            factors=self._factorised(jacobian, c),
+            c_lu=c,
+            jacobians=jnp.ones((), jnp.int32),
+            factorisations=jnp.ones((), jnp.int32),
+        )
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state: BDFState, made_jump):
+        del made_jump
+        state = solver_state
+        flat0, unravel = jax.flatten_util.ravel_pytree(y0)
+        dtype = flat0.dtype
+        rate = self._flat_rate(terms, t0, t1, y0, args)
+        alpha, gamma, error_constant = self._coefficients(dtype)
+        eps = jnp.finfo(dtype).eps
+        newton_tol = jnp.maximum(
+            10 * eps / self.rtol, jnp.minimum(0.03, jnp.sqrt(self.rtol))
+        )
+
+        h = jnp.asarray(t1 - t0, dtype)
+        factor = h / state.h
+        order = state.order
+        differences = _rescaled(state.differences, order, factor)
+        changed = jnp.abs(factor - 1) > 100 * eps
+        equal_steps = jnp.where(changed, 0, state.equal_steps)
+
+        rows = jnp.arange(_ROWS)
+        used = (rows <= order)[:, None]
+        predicted = jnp.sum(jnp.where(used, differences, 0), axis=0)
+        weights = jnp.where(
+            (rows >= 1) & (rows <= order), gamma[jnp.minimum(rows, 5)], 0
+        )
+        psi = weights @ differences / alpha[order]
+        c = h / alpha[order]
+        scale = self.atol + self.rtol * jnp.abs(predicted)
+
+        def scaled_norm(v):
+            return self.norm(v / scale)
+
+        def newton(factors, c_lu):
+            """The simplified Newton iteration from `predicted`: whether it
+            converged, its iterations and `d = y − predicted`."""
+            relaxation = 2 / (1 + c / c_lu)
+
+            def body(carry):
+                i, d, norm_old, _, _ = carry
+                f = rate(t1, predicted + d)
+                residual = c * f - psi - d
+                dy = lx.LU().compute(factors, residual, {})[0] * relaxation
+                dy_norm = scaled_norm(dy)
+                ratio = dy_norm / norm_old
+                first = i == 0
+                finite = jnp.all(jnp.isfinite(f)) & jnp.isfinite(dy_norm)
+                remaining = (NEWTON_MAX_ITERATIONS - i).astype(dtype)
+                diverging = ~first & (
+                    (ratio >= 1)
+                    | (ratio**remaining / (1 - ratio) * dy_norm > newton_tol)
+                )
+                stop = ~finite | diverging
+                d = jnp.where(stop, d, d + dy)
+                converged = ~stop & (
+                    (dy_norm == 0)
+                    | (~first & (ratio / (1 - ratio) * dy_norm < newton_tol))
+                )
+                return i + 1, d, dy_norm, converged, stop | converged
+
+            carry = (
+                jnp.zeros((), jnp.int32),
+                jnp.zeros_like(predicted),
+                jnp.asarray(jnp.inf, dtype),
+                jnp.asarray(False),
+                jnp.asarray(False),
+            )
+            i, d, _, converged, _ = jax.lax.while_loop(
+                lambda carry: ~carry[4] & (carry[0] < NEWTON_MAX_ITERATIONS),
+                body,
+                carry,
+            )
+            return converged, i, d
+
+        def refreshed(jacobian, age, jacobians, factors, c_lu, factorisations, fresh):
+            """The Jacobian at the prediction when `fresh`, and the factors for `c`
+            when the Jacobian is new or `c` has moved too far from `c_lu`."""
+            jacobian = jax.lax.cond(
+                fresh,
+                lambda: jax.jacfwd(lambda y: rate(t1, y))(predicted),
+                lambda: jacobian,
+            )
+            refactor = fresh | (jnp.abs(c / c_lu - 1) > REFACTOR_RATIO)
+            factors, c_lu = jax.lax.cond(
+                refactor,
+                lambda: (self._factorised(jacobian, c), c),
+                lambda: (factors, c_lu),
+            )
+            return (
+                jacobian,
+                jnp.where(fresh, 0, age),
+                jacobians + fresh,
+                factors,
+                c_lu,
+                factorisations + refactor,
+            )
+
+        setup = refreshed(
+            state.jacobian,
+            state.jacobian_age,
+            state.jacobians,
+            state.factors,
+            state.c_lu,
+            state.factorisations,
+            state.jacobian_age >= JACOBIAN_AGE,
+        )
+        converged, iterations, d = newton(setup[3], setup[4])
+        # Failed with a Jacobian from an earlier step: once more with a fresh one.
+        retry = ~converged & (setup[1] > 0)
+        setup = refreshed(*setup, retry)
+        converged, iterations, d = jax.lax.cond(
+            retry,
+            lambda: newton(setup[3], setup[4]),
+            lambda: (converged, iterations, d),
+        )
+        jacobian, age, jacobians, factors, c_lu, factorisations = setup
+
+        y1 = predicted + d
+        safety = (
+            0.9
+            * (2 * NEWTON_MAX_ITERATIONS + 1)
+            / (2 * NEWTON_MAX_ITERATIONS + iterations).astype(dtype)
+        )
+        scale = self.atol + self.rtol * jnp.abs(y1)
+        error_norm = self.norm(error_constant[order] * d / scale)
+        error_norm = jnp.where(converged, error_norm, jnp.inf)
+        accepted = error_norm <= 1
+
+        # The differences after an accepted step: D_{k+2} = d − D_{k+1},
+        # D_{k+1} = d, D_j ← Σ_{i=j}^{k} D_i + d for j ≤ k.
+        below = jnp.where(used, differences, 0)
+        suffix = jnp.flip(jnp.cumsum(jnp.flip(below, 0), axis=0), 0)
+        updated = jnp.where(used, suffix + d, differences)
+        updated = jnp.where((rows == order + 1)[:, None], d, updated)
+        updated = jnp.where(
+            (rows == order + 2)[:, None],
+            d - differences[jnp.minimum(order + 1, _ROWS - 1)],
+            updated,
+        )
+
+        # Order selection, after `k + 1` steps at this step size and order.
+        equal_steps = equal_steps + 1
+        select = equal_steps >= order + 1
+        lower = jnp.where(
+            order > 1,
+            self.norm(
+                error_constant[jnp.maximum(order - 1, 0)] * updated[order] / scale
+            ),
+            jnp.inf,
+        )
+        higher = jnp.where(
+            order < MAX_ORDER,
+            self.norm(
+                error_constant[jnp.minimum(order + 1, MAX_ORDER)]
+                * updated[jnp.minimum(order + 2, _ROWS - 1)]
+                / scale
+            ),
+            jnp.inf,
+        )
+        norms = jnp.stack([lower, error_norm, higher])
+        exponents = -1 / (order + jnp.arange(3)).astype(dtype)
+        factors_by_order = jnp.where(norms > 0, norms**exponents, MAX_FACTOR)
+        change = jnp.argmax(factors_by_order) - 1
+        selected_factor = jnp.minimum(MAX_FACTOR, safety * jnp.max(factors_by_order))
+        next_order = jnp.where(select, order + change, order)
+        accepted_factor = jnp.where(select, selected_factor, 1.0)
+
+        rejected_factor = jnp.where(
+            converged,
+            jnp.maximum(
+                MIN_FACTOR, safety * error_norm ** (-1 / (order + 1).astype(dtype))
+            ),
+            0.5,
+        )
+        next_dt = h * jnp.where(accepted, accepted_factor, rejected_factor)
+
+        new_state = BDFState(
+            differences=updated,
+            h=h,
+            order=next_order.astype(jnp.int32),
+            equal_steps=jnp.where(select, 0, equal_steps).astype(jnp.int32),
+            jacobian=jacobian,
+            jacobian_age=age + 1,
+            factors=factors,
+            c_lu=c_lu,
+            jacobians=jacobians,
+            factorisations=factorisations,
+        )
+        decision = StepDecision(
+            rejected=jnp.where(accepted, 0.0, 1.0).astype(dtype), next_dt=next_dt
+        )
+        # The order as a float: diffrax fills unused rows of dense output with inf.
+        dense_info = dict(
+            differences=jax.vmap(unravel)(updated[: MAX_ORDER + 1]),
+            order=order.astype(dtype),
+        )
+        return unravel(y1), decision, dense_info, new_state, diffrax.RESULTS.successful
+
+
+class BDFStepSize(diffrax.AbstractStepSizeController):
+    """The step-size controller of [`jadjoint.BDF`][]: it takes the step the solver
+    chose (`StepDecision`), at most `dtmax` long. The first step, when `dt0` is
+    `None`, is diffrax's `PIDController` estimate with `rtol`, `atol` and `norm`."""
+
+    rtol: float
+    atol: float
+    norm: Callable = optx.rms_norm
+    dtmax: float | None = None
+
+    def wrap(self, direction):
+        return self
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        if dt0 is None:
+            pid = diffrax.PIDController(
+                rtol=self.rtol, atol=self.atol, norm=self.norm, dtmax=self.dtmax
+            )
+            t_next, _ = pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
+            return t_next, None
+        if self.dtmax is not None:
+            dt0 = jnp.minimum(dt0, self.dtmax)
+        return t0 + dt0, None
+
+    def adapt_step_size(
+        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+    ):
+        decision: StepDecision = y_error
+        keep = decision.rejected == 0
+        dt = decision.next_dt
+        if self.dtmax is not None:
+            dt = jnp.minimum(dt, self.dtmax)
+        next_t0 = jnp.where(keep, t1, t0)
+        # A step that no longer moves the time is a failure, not a loop to
+        # `max_steps`.
+        stalled = ~(next_t0 + dt > next_t0) | ~jnp.isfinite(dt)
+        result = diffrax.RESULTS.where(
+            stalled, diffrax.RESULTS.dt_min_reached, diffrax.RESULTS.successful
+        )
+        return keep, next_t0, next_t0 + dt, False, None, result
