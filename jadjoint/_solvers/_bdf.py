@@ -237,7 +237,9 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         )
 
         h = jnp.asarray(t1 - t0, dtype)
-        factor = h / state.h
+        # A solve of zero length starts with `h = 0` (and never steps, though under
+        # `vmap` its discarded steps are computed): keep them finite.
+        factor = h / jnp.where(state.h == 0, 1, state.h)
         order = state.order
         differences = _rescaled(state.differences, order, factor)
         changed = jnp.abs(factor - 1) > 100 * eps
@@ -259,7 +261,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         def newton(factors, c_lu):
             """The simplified Newton iteration from `predicted`: whether it
             converged, its iterations and `d = y − predicted`."""
-            relaxation = 2 / (1 + c / c_lu)
+            relaxation = 2 / (1 + c / jnp.where(c_lu == 0, c, c_lu))
 
             def body(carry):
                 i, d, norm_old, _, _ = carry
