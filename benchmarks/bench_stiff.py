@@ -18,6 +18,9 @@ the two being the same kinetics.
 CasADi's `integrator` with `ca.gradient` runs the forward solve and CVodeB / IDASolveB
 for the adjoint. Needs `pip install casadi`; without it the SUNDIALS rows are left out.
 
+Van der Pol (μ = 1000, its slow phase) follows, against CVODES, with its own reference
+(the same diffrax gradient at rtol 1e-11).
+
 Run: python benchmarks/bench_stiff.py [--repeats N]
 """
 
@@ -151,10 +154,166 @@ def reference(kind: str) -> np.ndarray:
     return np.asarray(diffrax_gradient(kind, 1e-11, 1e-13, 1e-13)(LOG_K))
 
 
-def timed(fn) -> float:
+# Van der Pol in its slow phase: `ẏ1 = y2`, `ẏ2 = μ (1 − y1²) y2 − y1`, μ = 1000,
+# `y(0) = (2, 0)`, `t ∈ [0, 700]` (the first relaxation jump is near 807), the
+# gradient of `Σ_i y1(t_i)` at 60 save times with respect to `(μ, y(0))`; rtol 1e-7,
+# atol 1e-9.
+VDP_POINT = jnp.array([1000.0, 2.0, 0.0])
+VDP_TS = jnp.linspace(700.0 / 60, 700.0, 60)
+VDP_RTOL, VDP_ATOL = 1e-7, 1e-9
+
+
+def van_der_pol_vf(y, mu, t):
+    return jnp.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+def van_der_pol_jadjoint(solver):
+    problem = ja.Problem.explicit(van_der_pol_vf)
+
+    def loss(point):
+        solution = ja.solve(
+            problem,
+            point[0],
+            0.0,
+            700.0,
+            point[1:],
+            saveat=VDP_TS,
+            solver=solver,
+            rtol=VDP_RTOL,
+            atol=VDP_ATOL,
+            max_steps=100_000,
+        )
+        return jnp.sum(solution.xs[:, 0])
+
+    return jax.jit(jax.grad(loss))
+
+
+def van_der_pol_diffrax(rtol=VDP_RTOL, atol=VDP_ATOL, newton_tol=1e-10):
+    def loss(point):
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, mu: van_der_pol_vf(y, mu, t)),
+            kvaerno5(newton_tol),
+            0.0,
+            700.0,
+            None,
+            point[1:],
+            args=point[0],
+            saveat=diffrax.SaveAt(ts=VDP_TS),
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+        )
+        return jnp.sum(solution.ys[:, 0])
+
+    return jax.jit(jax.grad(loss))
+
+
+def van_der_pol_sundials():
+    import casadi as ca
+
+    y, mu = ca.SX.sym("y", 2), ca.SX.sym("mu")
+    rates = ca.vertcat(y[1], mu * (1 - y[0] ** 2) * y[1] - y[0])
+    options = dict(abstol=VDP_ATOL, reltol=VDP_RTOL, max_num_steps=100_000)
+    grid = [float(t) for t in VDP_TS]
+    integrator = ca.integrator(
+        "F", "cvodes", dict(x=y, p=mu, ode=rates), 0, grid, options
+    )
+    point = ca.MX.sym("point", 3)
+    result = integrator(x0=point[1:], p=point[0])
+    loss = ca.sum2(result["xf"][0, :])
+    gradient = ca.Function("gradient", [point], [ca.gradient(loss, point)])
+    return lambda point: np.asarray(gradient(np.asarray(point))).ravel()
+
+
+def forward_statistics(have_casadi: bool):
+    """The forward solve of Robertson's ODE (rtol 1e-8, atol 1e-10, `[0, 100]`):
+    steps taken and rejected, evaluations of the vector field in Newton iterations,
+    Jacobians and factorisations, for the BDF and for CVODES (whose Jacobians are
+    CasADi's exact ones, as jadjoint's are `jax.jacfwd`'s)."""
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(lambda t, y, log_k: robertson_vf(y, log_k, t)),
+        ja.BDF(rtol=RTOL, atol=ATOL),
+        0.0,
+        T1,
+        None,
+        Y0,
+        args=LOG_K,
+        saveat=diffrax.SaveAt(t1=True, solver_state=True),
+        stepsize_controller=ja.BDFStepSize(rtol=RTOL, atol=ATOL),
+        max_steps=100_000,
+    )
+    state = solution.solver_state
+    rows = {
+        "jadjoint BDF": (
+            solution.stats["num_accepted_steps"],
+            solution.stats["num_rejected_steps"],
+            state.evaluations,
+            state.jacobians,
+            state.factorisations,
+        )
+    }
+    if have_casadi:
+        import casadi as ca
+
+        y, log_k = ca.SX.sym("y", 3), ca.SX.sym("log_k", 3)
+        k = ca.exp(log_k)
+        rates = ca.vertcat(
+            -k[0] * y[0] + k[2] * y[1] * y[2],
+            k[0] * y[0] - k[1] * y[1] ** 2 - k[2] * y[1] * y[2],
+            k[1] * y[1] ** 2,
+        )
+        options = dict(abstol=ATOL, reltol=RTOL, max_num_steps=100_000)
+        dae = dict(x=y, p=log_k, ode=rates)
+        integrator = ca.integrator("F", "cvodes", dae, 0.0, [T1], options)
+        integrator(x0=np.array(Y0), p=np.array(LOG_K))
+        stats = integrator.stats()
+        rows["SUNDIALS CVODES"] = tuple(
+            stats.get(key, "?")
+            for key in ("nsteps", "netfails", "nfevals", "n_call_jacF", "nlinsetups")
+        )
+    print("## Robertson ODE, the forward solve's work")
+    print("| solver | steps | error-test failures | evaluations | Jacobians | LUs |")
+    print("|---|---|---|---|---|---|")
+    for name, values in rows.items():
+        print("| " + " | ".join([name, *(str(int(v)) for v in values)]) + " |")
+    print(
+        "\n(jadjoint's evaluations, Jacobians and factorisations over accepted steps "
+        "only; its steps are accepted ones.)\n"
+    )
+
+
+def timed(fn, point) -> float:
     start = time.perf_counter()
-    jax.block_until_ready(fn(LOG_K))
+    jax.block_until_ready(fn(point))
     return time.perf_counter() - start
+
+
+def report(title: str, peer: str, methods: dict, truth, point, repeats: int):
+    """One table: each method's median gradient time over `repeats` interleaved
+    calls, its ratio to the SUNDIALS `peer` and its relative error against
+    `truth`."""
+    errors = {}
+    for name, fn in list(methods.items()):
+        try:
+            grad = np.asarray(fn(point))
+        except RuntimeError as error:  # a SUNDIALS failure, reported as such
+            print(f"{name} failed: {str(error).splitlines()[-1]}")
+            del methods[name]
+            continue
+        errors[name] = float(np.max(np.abs(grad - truth) / np.abs(truth)))
+    times = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            times[name].append(timed(fn, point))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    base = next((m for n, m in medians.items() if "SUNDIALS" in n), None)
+    print(f"## {title}")
+    print(f"| method | median ms | ratio to {peer} | relative error |")
+    print("|---|---|---|---|")
+    for name in methods:
+        ratio = "" if base is None else f"{medians[name] / base:.2f}"
+        row = [name, f"{1e3 * medians[name]:.2f}", ratio, f"{errors[name]:.1e}"]
+        print("| " + " | ".join(row) + " |")
+    print()
 
 
 def main():
@@ -175,6 +334,7 @@ def main():
         ("Robertson DAE (singular M), 40 saved states", "observations", "dae", "IDAS"),
     ]
     print(f"device: {jax.devices()[0].platform}, jax {jax.__version__}\n")
+    forward_statistics(have_casadi)
     for title, kind, form, peer in cases:
         methods = {
             "jadjoint BDF": jadjoint_gradient(ja.BDF(), kind, form),
@@ -184,30 +344,18 @@ def main():
             methods["diffrax RCA + Kvaerno5"] = diffrax_gradient(kind)
         if have_casadi:
             methods[f"SUNDIALS {peer} (CasADi)"] = sundials_gradient(kind, form)
-        truth = reference(kind)
-        errors = {}
-        for name, fn in list(methods.items()):
-            try:
-                grad = np.asarray(fn(LOG_K))
-            except RuntimeError as error:  # a SUNDIALS failure, reported as such
-                print(f"{name} failed: {str(error).splitlines()[-1]}")
-                del methods[name]
-                continue
-            errors[name] = float(np.max(np.abs(grad - truth) / np.abs(truth)))
-        times = {name: [] for name in methods}
-        for _ in range(args.repeats):
-            for name, fn in methods.items():
-                times[name].append(timed(fn))
-        medians = {name: statistics.median(t) for name, t in times.items()}
-        base = next((m for n, m in medians.items() if "SUNDIALS" in n), None)
-        print(f"## {title}")
-        print(f"| method | median ms | ratio to {peer} | relative error |")
-        print("|---|---|---|---|")
-        for name in methods:
-            ratio = "" if base is None else f"{medians[name] / base:.2f}"
-            row = [name, f"{1e3 * medians[name]:.2f}", ratio, f"{errors[name]:.1e}"]
-            print("| " + " | ".join(row) + " |")
-        print()
+        report(title, peer, methods, reference(kind), LOG_K, args.repeats)
+
+    methods = {
+        "jadjoint BDF": van_der_pol_jadjoint(ja.BDF()),
+        "jadjoint Kvaerno5": van_der_pol_jadjoint(kvaerno5(1e-10)),
+        "diffrax RCA + Kvaerno5": van_der_pol_diffrax(),
+    }
+    if have_casadi:
+        methods["SUNDIALS CVODES (CasADi)"] = van_der_pol_sundials()
+    truth = np.asarray(van_der_pol_diffrax(1e-11, 1e-13, 1e-13)(VDP_POINT))
+    title = "Van der Pol, μ = 1000, t ∈ [0, 700], 60 saved states, d/d(μ, y0)"
+    report(title, "CVODES", methods, truth, VDP_POINT, args.repeats)
 
 
 if __name__ == "__main__":

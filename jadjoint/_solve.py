@@ -201,7 +201,7 @@ def solve(
         [`jadjoint.QuadratureAdjoint`][]; [`jadjoint.BacksolveAdjoint`][]), or
         [`jadjoint.DiscretiseThenOptimise`][] through diffrax's steps.
     - `solver`: any diffrax solver, used forwards and backwards, or
-        [`jadjoint.BDF`][] for stiff problems (not with `DiscretiseThenOptimise`).
+        [`jadjoint.BDF`][] for stiff problems.
     - `rtol`, `atol`: tolerances of the `diffrax.PIDController` (forward and
         backward solves); Newton (for `g`, and for `ẋ` of an implicit `h`) converges
         to 1e-3 of the tighter of them.

@@ -15,11 +15,10 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import PyTree
 
-from ._adjoint import AbstractAdjointMethod, DiscretiseThenOptimise
+from ._adjoint import AbstractAdjointMethod
 from ._errors import concrete_value, not_all_finite
 from ._problem import Problem
 from ._results import RESULTS, failure_if
-from ._solvers import BDF
 
 
 def check_floating(tree: PyTree, name: str) -> None:
@@ -127,13 +126,6 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
             f"`jadjoint.InterpolatingAdjoint()`, got {adjoint!r}."
         )
     check_options(solver=solver)
-    if isinstance(solver, BDF) and isinstance(adjoint, DiscretiseThenOptimise):
-        raise ValueError(
-            "`solver=jadjoint.BDF()` is differentiated by its continuous adjoint, not "
-            "through its steps: use `adjoint=jadjoint.InterpolatingAdjoint()` or "
-            "another continuous method, or a diffrax solver (e.g. "
-            "`diffrax.Kvaerno5()`) with `DiscretiseThenOptimise()`."
-        )
     check_parameters(p)
     check_floating(x0, "x0")
     check_auto_sharding((p, x0))

@@ -81,6 +81,13 @@ def _rescaling(order, factor):
     return jnp.where(beyond, jnp.eye(_ROWS, dtype=product.dtype), product)
 
 
+def _without_derivatives(tree: PyTree) -> PyTree:
+    """`tree` with `jax.lax.stop_gradient` on its arrays."""
+    return jtu.tree_map(
+        lambda x: jax.lax.stop_gradient(x) if eqx.is_array(x) else x, tree
+    )
+
+
 def _rescaled(differences, order, factor):
     return _rescaling(order, factor).T @ differences
 
@@ -89,7 +96,9 @@ class BDFState(eqx.Module):
     """The solver's state between steps: the differences `D` (`MAX_ORDER + 3` rows,
     flat), scaled to the step `h`; the `order` and the steps taken at `h` and that
     order (`equal_steps`); the Jacobian `J`, its age in accepted steps, and the LU
-    factors of `I − c_lu J`; and counts of Jacobians and factorisations made."""
+    factors of `I − c_lu J`; and counts, over the accepted steps (diffrax keeps a
+    rejected step's state from nothing), of the vector field's evaluations in Newton
+    iterations, of Jacobians and of factorisations."""
 
     differences: Array
     h: Array
@@ -99,6 +108,7 @@ class BDFState(eqx.Module):
     jacobian_age: Array
     factors: PyTree
     c_lu: Array
+    evaluations: Array
     jacobians: Array
     factorisations: Array
 
@@ -150,8 +160,11 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     - `norm`: the norm of a flattened scaled error (RMS by default).
     - `ndf`: the NDFs (`True`) or the BDFs (`False`).
 
-    The step is not differentiable in reverse mode (its Newton iteration is a loop):
-    it is for continuous adjoints, which never differentiate the solver.
+    The step is differentiable: its Newton solution by the implicit function
+    theorem (one linear solve with the Jacobian at the solution), the rest
+    directly; the step-size and order decisions are not differentiated. So it
+    serves the continuous adjoints (which never differentiate it), forward-mode
+    derivatives and `DiscretiseThenOptimise`.
     """
 
     rtol: float | None = None
@@ -217,6 +230,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             jacobian_age=zero,
             factors=self._factorised(jacobian, c),
             c_lu=c,
+            evaluations=jnp.ones((), jnp.int32),
             jacobians=jnp.ones((), jnp.int32),
             factorisations=jnp.ones((), jnp.int32),
         )
@@ -253,20 +267,25 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         )
         psi = weights @ differences / alpha[order]
         c = h / alpha[order]
-        scale = self.atol + self.rtol * jnp.abs(predicted)
+        n_predicted, n_psi, n_c, n_t1 = jax.lax.stop_gradient((predicted, psi, c, t1))
+        n_times = jax.lax.stop_gradient((t0, t1))
+        n_rate = self._flat_rate(terms, *n_times, y0, _without_derivatives(args))
+        n_state = _without_derivatives(state)
+        scale = self.atol + self.rtol * jnp.abs(n_predicted)
 
         def scaled_norm(v):
             return self.norm(v / scale)
 
         def newton(factors, c_lu):
             """The simplified Newton iteration from `predicted`: whether it
-            converged, its iterations and `d = y − predicted`."""
-            relaxation = 2 / (1 + c / jnp.where(c_lu == 0, c, c_lu))
+            converged, its iterations and `d = y − predicted` (scipy's tests of
+            convergence and divergence)."""
+            relaxation = 2 / (1 + n_c / jnp.where(c_lu == 0, n_c, c_lu))
 
             def body(carry):
                 i, d, norm_old, _, _ = carry
-                f = rate(t1, predicted + d)
-                residual = c * f - psi - d
+                f = n_rate(n_t1, n_predicted + d)
+                residual = n_c * f - n_psi - d
                 dy = lx.LU().compute(factors, residual, {})[0] * relaxation
                 dy_norm = scaled_norm(dy)
                 ratio = dy_norm / norm_old
@@ -279,15 +298,13 @@ class BDF(diffrax.AbstractAdaptiveSolver):
                 )
                 stop = ~finite | diverging
                 d = jnp.where(stop, d, d + dy)
-                converged = ~stop & (
-                    (dy_norm == 0)
-                    | (~first & (ratio / (1 - ratio) * dy_norm < newton_tol))
-                )
+                settled = ~first & (ratio / (1 - ratio) * dy_norm < newton_tol)
+                converged = ~stop & ((dy_norm == 0) | settled)
                 return i + 1, d, dy_norm, converged, stop | converged
 
             carry = (
                 jnp.zeros((), jnp.int32),
-                jnp.zeros_like(predicted),
+                jnp.zeros_like(n_predicted),
                 jnp.asarray(jnp.inf, dtype),
                 jnp.asarray(False),
                 jnp.asarray(False),
@@ -304,13 +321,13 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             when the Jacobian is new or `c` has moved too far from `c_lu`."""
             jacobian = jax.lax.cond(
                 fresh,
-                lambda: jax.jacfwd(lambda y: rate(t1, y))(predicted),
+                lambda: jax.jacfwd(lambda y: n_rate(n_t1, y))(n_predicted),
                 lambda: jacobian,
             )
-            refactor = fresh | (jnp.abs(c / c_lu - 1) > REFACTOR_RATIO)
+            refactor = fresh | (jnp.abs(n_c / c_lu - 1) > REFACTOR_RATIO)
             factors, c_lu = jax.lax.cond(
                 refactor,
-                lambda: (self._factorised(jacobian, c), c),
+                lambda: (self._factorised(jacobian, n_c), n_c),
                 lambda: (factors, c_lu),
             )
             return (
@@ -322,23 +339,49 @@ class BDF(diffrax.AbstractAdaptiveSolver):
                 factorisations + refactor,
             )
 
-        setup = refreshed(
-            state.jacobian,
-            state.jacobian_age,
-            state.jacobians,
-            state.factors,
-            state.c_lu,
-            state.factorisations,
-            state.jacobian_age >= JACOBIAN_AGE,
-        )
-        converged, iterations, d = newton(setup[3], setup[4])
-        # Failed with a Jacobian from an earlier step: once more with a fresh one.
-        retry = ~converged & (setup[1] > 0)
-        setup = refreshed(*setup, retry)
-        converged, iterations, d = jax.lax.cond(
-            retry,
-            lambda: newton(setup[3], setup[4]),
-            lambda: (converged, iterations, d),
+        def iterate():
+            """`d` with `c f(t1, y⁰ + d) − ψ − d = 0` by the simplified Newton
+            iteration, and what it did."""
+            setup = refreshed(
+                n_state.jacobian,
+                n_state.jacobian_age,
+                n_state.jacobians,
+                n_state.factors,
+                n_state.c_lu,
+                n_state.factorisations,
+                n_state.jacobian_age >= JACOBIAN_AGE,
+            )
+            converged, iterations, d = newton(setup[3], setup[4])
+            # Failed with a Jacobian from an earlier step: once more, a fresh one.
+            retry = ~converged & (setup[1] > 0)
+            setup = refreshed(*setup, retry)
+            first_iterations = iterations
+            converged, iterations, d = jax.lax.cond(
+                retry,
+                lambda: newton(setup[3], setup[4]),
+                lambda: (converged, iterations, d),
+            )
+            evaluations = iterations + jnp.where(retry, first_iterations, 0)
+            return d, (converged, iterations, evaluations, *setup)
+
+        def tangent_solve(linearised, b):
+            """`(I − c J) x = b` with the Jacobian at the solution (the implicit
+            function theorem), its matrix built from `linearised` (lineax)."""
+            operator = lx.FunctionLinearOperator(linearised, jax.eval_shape(lambda: b))
+            return lx.linear_solve(operator, b, lx.LU()).value
+
+        # The iteration runs on values without derivatives; the derivative of the
+        # step is that of the solution of its equation (the implicit function
+        # theorem), attached by `jax.lax.custom_root` (public) around the solution
+        # found. So the step may be differentiated (forward mode; reverse mode
+        # through diffrax's `RecursiveCheckpointAdjoint`); the Jacobian, the
+        # factors and the step-size decisions it carries on have no derivative.
+        d_found, (converged, iterations, evaluations, *setup) = iterate()
+        d = jax.lax.custom_root(
+            lambda d: c * rate(t1, predicted + d) - psi - d,
+            d_found,
+            lambda _, found: found,
+            tangent_solve,
         )
         jacobian, age, jacobians, factors, c_lu, factorisations = setup
 
@@ -410,11 +453,13 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             jacobian_age=age + 1,
             factors=factors,
             c_lu=c_lu,
+            evaluations=n_state.evaluations + evaluations,
             jacobians=jacobians,
             factorisations=factorisations,
         )
         decision = StepDecision(
-            rejected=jnp.where(accepted, 0.0, 1.0).astype(dtype), next_dt=next_dt
+            rejected=jnp.where(accepted, 0.0, 1.0).astype(dtype),
+            next_dt=jax.lax.stop_gradient(next_dt),
         )
         # The order as a float: diffrax fills unused rows of dense output with inf.
         dense_info = dict(
