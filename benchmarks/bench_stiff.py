@@ -19,7 +19,10 @@ CasADi's `integrator` with `ca.gradient` runs the forward solve and CVodeB / IDA
 for the adjoint. Needs `pip install casadi`; without it the SUNDIALS rows are left out.
 
 Van der Pol (μ = 1000, its slow phase) follows, against CVODES, with its own reference
-(the same diffrax gradient at rtol 1e-11).
+(the same diffrax gradient at rtol 1e-11), then the stiff Brusselator with N = 64
+cells (rtol 1e-6, its reference at 1e-10); and, first, the forward solve's work on
+Robertson (steps, evaluations, Jacobians, LU factorisations) beside CVODES's. jadjoint
+runs `InterpolatingAdjoint()` unless a row names `DiscretiseThenOptimise()`.
 
 Run: python benchmarks/bench_stiff.py [--repeats N]
 """
@@ -56,7 +59,10 @@ def cost_rate(y, log_k, t):
     return 1e4 * y[1]
 
 
-def jadjoint_gradient(solver, kind: str, form: str = "ode"):
+INTERPOLATING = ja.InterpolatingAdjoint()
+
+
+def jadjoint_gradient(solver, kind: str, form: str = "ode", adjoint=INTERPOLATING):
     if form == "ode":
         problem = ja.Problem.explicit(
             robertson_vf, f=cost_rate if kind == "cost" else None
@@ -77,6 +83,7 @@ def jadjoint_gradient(solver, kind: str, form: str = "ode"):
             Y0,
             saveat=None if kind == "cost" else TS,
             solver=solver,
+            adjoint=adjoint,
             rtol=RTOL,
             atol=ATOL,
             max_steps=100_000,
@@ -167,7 +174,7 @@ def van_der_pol_vf(y, mu, t):
     return jnp.stack([y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]])
 
 
-def van_der_pol_jadjoint(solver):
+def van_der_pol_jadjoint(solver, adjoint=INTERPOLATING):
     problem = ja.Problem.explicit(van_der_pol_vf)
 
     def loss(point):
@@ -179,6 +186,7 @@ def van_der_pol_jadjoint(solver):
             point[1:],
             saveat=VDP_TS,
             solver=solver,
+            adjoint=adjoint,
             rtol=VDP_RTOL,
             atol=VDP_ATOL,
             max_steps=100_000,
@@ -221,6 +229,101 @@ def van_der_pol_sundials():
     result = integrator(x0=point[1:], p=point[0])
     loss = ca.sum2(result["xf"][0, :])
     gradient = ca.Function("gradient", [point], [ca.gradient(loss, point)])
+    return lambda point: np.asarray(gradient(np.asarray(point))).ravel()
+
+
+# The stiff 1-D Brusselator (Hairer & Wanner II, §IV.1): `N` cells, `u` and `v`
+# with diffusion `α (N + 1)²` and fixed ends (u = 1, v = 3), `u(0) = 1 + sin 2πx`,
+# `v(0) = 3`, `t ∈ [0, 10]`; the gradient of `∫ mean(u²) dt` with respect to
+# `(A, B, α) = (1, 3, 1/50)`; rtol 1e-6, atol 1e-8. Reference: the RCA gradient at
+# rtol 1e-10.
+BRUSSELATOR_POINT = jnp.array([1.0, 3.0, 1 / 50])
+BRUSSELATOR_RTOL, BRUSSELATOR_ATOL = 1e-6, 1e-8
+
+
+def brusselator(n: int):
+    """`(vector field, cost rate, y0)` of the Brusselator with `n` cells."""
+    x = jnp.arange(1, n + 1) / (n + 1)
+    y0 = jnp.concatenate([1 + jnp.sin(2 * jnp.pi * x), jnp.full(n, 3.0)])
+
+    def vector_field(y, p, t):
+        a, b, alpha = p
+        u, v = y[:n], y[n:]
+        diffusion = alpha * (n + 1) ** 2
+        u_ends = jnp.concatenate([jnp.ones(1), u, jnp.ones(1)])
+        v_ends = jnp.concatenate([jnp.full(1, 3.0), v, jnp.full(1, 3.0)])
+        du = a + u**2 * v - (b + 1) * u + diffusion * jnp.diff(u_ends, 2)
+        dv = b * u - u**2 * v + diffusion * jnp.diff(v_ends, 2)
+        return jnp.concatenate([du, dv])
+
+    return vector_field, lambda y, p, t: jnp.mean(y[:n] ** 2), y0
+
+
+def brusselator_jadjoint(n: int, solver, adjoint=INTERPOLATING):
+    vector_field, cost, y0 = brusselator(n)
+    problem = ja.Problem.explicit(vector_field, f=cost)
+
+    def loss(p):
+        solution = ja.solve(
+            problem,
+            p,
+            0.0,
+            10.0,
+            y0,
+            solver=solver,
+            adjoint=adjoint,
+            rtol=BRUSSELATOR_RTOL,
+            atol=BRUSSELATOR_ATOL,
+            max_steps=100_000,
+        )
+        return solution.cost
+
+    return jax.jit(jax.grad(loss))
+
+
+def brusselator_diffrax(
+    n: int, rtol=BRUSSELATOR_RTOL, atol=BRUSSELATOR_ATOL, newton_tol=1e-8
+):
+    vector_field, cost, y0 = brusselator(n)
+
+    def rates(t, y, p):
+        return vector_field(y[0], p, t), cost(y[0], p, t)
+
+    def loss(p):
+        solution = diffrax.diffeqsolve(
+            diffrax.ODETerm(rates),
+            kvaerno5(newton_tol),
+            0.0,
+            10.0,
+            None,
+            (y0, jnp.zeros(())),
+            args=p,
+            stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
+            max_steps=100_000,
+        )
+        return solution.ys[1][-1]
+
+    return jax.jit(jax.grad(loss))
+
+
+def brusselator_sundials(n: int):
+    import casadi as ca
+
+    y, p = ca.SX.sym("y", 2 * n), ca.SX.sym("p", 3)
+    u, v = y[:n], y[n:]
+    diffusion = p[2] * (n + 1) ** 2
+    u_ends, v_ends = ca.vertcat(1, u, 1), ca.vertcat(3, v, 3)
+    du = p[0] + u**2 * v - (p[1] + 1) * u
+    du += diffusion * (u_ends[:-2] - 2 * u + u_ends[2:])
+    dv = p[1] * u - u**2 * v + diffusion * (v_ends[:-2] - 2 * v + v_ends[2:])
+    dae = dict(x=y, p=p, ode=ca.vertcat(du, dv), quad=ca.sumsqr(u) / n)
+    options = dict(
+        abstol=BRUSSELATOR_ATOL, reltol=BRUSSELATOR_RTOL, max_num_steps=100_000
+    )
+    integrator = ca.integrator("F", "cvodes", dae, 0.0, [10.0], options)
+    point = ca.MX.sym("point", 3)
+    cost = integrator(x0=np.asarray(brusselator(n)[2]), p=point)["qf"]
+    gradient = ca.Function("gradient", [point], [ca.gradient(cost, point)])
     return lambda point: np.asarray(gradient(np.asarray(point))).ravel()
 
 
@@ -338,6 +441,9 @@ def main():
     for title, kind, form, peer in cases:
         methods = {
             "jadjoint BDF": jadjoint_gradient(ja.BDF(), kind, form),
+            "jadjoint BDF, DiscretiseThenOptimise": jadjoint_gradient(
+                ja.BDF(), kind, form, ja.DiscretiseThenOptimise()
+            ),
             "jadjoint Kvaerno5": jadjoint_gradient(kvaerno5(1e-10), kind, form),
         }
         if form == "ode":
@@ -348,6 +454,9 @@ def main():
 
     methods = {
         "jadjoint BDF": van_der_pol_jadjoint(ja.BDF()),
+        "jadjoint BDF, DiscretiseThenOptimise": van_der_pol_jadjoint(
+            ja.BDF(), ja.DiscretiseThenOptimise()
+        ),
         "jadjoint Kvaerno5": van_der_pol_jadjoint(kvaerno5(1e-10)),
         "diffrax RCA + Kvaerno5": van_der_pol_diffrax(),
     }
@@ -356,6 +465,21 @@ def main():
     truth = np.asarray(van_der_pol_diffrax(1e-11, 1e-13, 1e-13)(VDP_POINT))
     title = "Van der Pol, μ = 1000, t ∈ [0, 700], 60 saved states, d/d(μ, y0)"
     report(title, "CVODES", methods, truth, VDP_POINT, args.repeats)
+
+    n = 64
+    methods = {
+        "jadjoint BDF": brusselator_jadjoint(n, ja.BDF()),
+        "jadjoint BDF, DiscretiseThenOptimise": brusselator_jadjoint(
+            n, ja.BDF(), ja.DiscretiseThenOptimise()
+        ),
+        "jadjoint Kvaerno5": brusselator_jadjoint(n, kvaerno5(1e-8)),
+        "diffrax RCA + Kvaerno5": brusselator_diffrax(n),
+    }
+    if have_casadi:
+        methods["SUNDIALS CVODES (CasADi)"] = brusselator_sundials(n)
+    truth = np.asarray(brusselator_diffrax(n, 1e-10, 1e-12, 1e-12)(BRUSSELATOR_POINT))
+    title = f"Brusselator, N = {n} (2N = {2 * n} states), ∫ mean(u²) dt, d/d(A, B, α)"
+    report(title, "CVODES", methods, truth, BRUSSELATOR_POINT, args.repeats)
 
 
 if __name__ == "__main__":
