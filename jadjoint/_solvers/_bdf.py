@@ -25,6 +25,12 @@ more than `REFACTOR_RATIO`, the Jacobian `J = ∂f/∂y` (by `jax.jacfwd`) until
 `JACOBIAN_AGE` accepted steps old or Newton fails to converge with it; a correction
 computed with stale factors is scaled by `2 / (1 + c / c_lu)`.
 
+The step is differentiable: the Newton iteration runs on values without
+derivatives, and `jax.lax.custom_root` gives its solution the derivative of the
+equation it solves (the implicit function theorem: one linear solve with
+`I − c J(y_{n+1})`). Forward-mode derivatives and `DiscretiseThenOptimise` go
+through the steps so; the step-size and order decisions have no derivative.
+
 One decision, two owners. diffrax's step-size controllers see only the solver's error
 estimate, while order and step size here are one choice made from the difference
 table. So the solver makes it, from its own tolerances (`rtol`, `atol`, `norm`, set
@@ -57,8 +63,6 @@ JACOBIAN_AGE = 50
 # by order 0 … MAX_ORDER.
 _KAPPA = np.array([0.0, -0.1850, -1 / 9, -0.0823, -0.0415, 0.0])
 _GAMMA = np.concatenate([[0.0], np.cumsum(1 / np.arange(1, MAX_ORDER + 1))])
-_ALPHA = (1 - _KAPPA) * _GAMMA
-_ERROR_CONSTANT = _KAPPA * _GAMMA + 1 / np.arange(1, MAX_ORDER + 2)
 _ROWS = MAX_ORDER + 3
 
 
@@ -239,6 +243,8 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state: BDFState, made_jump):
+        # A jump in the vector field would need a restart at order one; jadjoint
+        # solves make none.
         del made_jump
         state = solver_state
         flat0, unravel = jax.flatten_util.ravel_pytree(y0)
