@@ -1,6 +1,12 @@
-"""Timing shared by the benchmark scripts: medians after a warm-up (compile) call."""
+"""Timing shared by the benchmark scripts: medians after a warm-up (compile) call,
+and measurements in a fresh process (compile times, which JAX's caches would hide
+in a process that compiled before)."""
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import jax
@@ -17,3 +23,21 @@ def median_time(fn, p, repeats: int, *, warmup: bool = True) -> float:
         jax.block_until_ready(fn(p))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def in_fresh_process(script: str, *arguments: str):
+    """Run `python script --one *arguments` with one thread and return the JSON
+    value its last line prints."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+    out = subprocess.run(
+        [sys.executable, script, "--one", *arguments],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])

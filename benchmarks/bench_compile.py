@@ -17,12 +17,12 @@ Run: python benchmarks/bench_compile.py [--repeats N] [--quick]
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _timing import in_fresh_process
 
 RESULTS = Path(__file__).parent / "results" / "compile_cpu.md"
 LIBRARIES = ("jadjoint", "diffrax", "odeint")
@@ -149,28 +149,14 @@ def measure_one(problem: str, library: str) -> dict:
     return {"lower": traced - start, "compile": done - traced, "total": done - start}
 
 
-def spawn(problem: str, library: str) -> dict:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "")
-        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", problem, library],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(repeats: int, write: bool) -> None:
     runs = {(problem, library): [] for problem in PROBLEMS for library in LIBRARIES}
     for _ in range(repeats):
         for problem in PROBLEMS:
             for library in LIBRARIES:
-                runs[problem, library].append(spawn(problem, library))
+                runs[problem, library].append(
+                    in_fresh_process(__file__, problem, library)
+                )
     lines = [
         "# Compile time of the gradient (trace + lower + compile)",
         "",

@@ -12,12 +12,12 @@ Run: python benchmarks/bench_stiff_compile.py [--repeats N]
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _timing import in_fresh_process
 
 METHODS = {
     "jadjoint BDF": "bdf",
@@ -53,22 +53,6 @@ def measure_one(method: str, kind: str) -> float:
     return time.perf_counter() - start
 
 
-def spawn(method: str, kind: str) -> float:
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "")
-        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", method, kind],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(repeats: int) -> None:
     print("| method | " + " | ".join(KINDS) + " |")
     print("|---|" + "---|" * len(KINDS))
@@ -76,7 +60,7 @@ def main(repeats: int) -> None:
     for _ in range(repeats):
         for method in METHODS.values():
             for kind in KINDS.values():
-                runs[method, kind].append(spawn(method, kind))
+                runs[method, kind].append(in_fresh_process(__file__, method, kind))
     medians = {key: statistics.median(times) for key, times in runs.items()}
     for name, method in METHODS.items():
         cells = []
