@@ -350,7 +350,7 @@ def forward_statistics(have_casadi: bool):
             solution.stats["num_accepted_steps"],
             solution.stats["num_rejected_steps"],
             state.evaluations,
-            state.jacobians,
+            state.factorisations,  # a Jacobian for each
             state.factorisations,
         )
     }
@@ -380,7 +380,7 @@ def forward_statistics(have_casadi: bool):
         print("| " + " | ".join([name, *(str(int(v)) for v in values)]) + " |")
     print(
         "\n(jadjoint's evaluations, Jacobians and factorisations over accepted steps "
-        "only; its steps are accepted ones.)\n"
+        "only, a Jacobian for each factorisation; its steps are accepted ones.)\n"
     )
 
 

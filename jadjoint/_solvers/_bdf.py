@@ -21,9 +21,13 @@ the same step size, to the neighbour whose error estimate allows the longest ste
 
 The iteration matrix is reused across steps as SUNDIALS does (Hindmarsh et al.,
 "SUNDIALS", ACM TOMS 31(3), 2005): the LU factors are kept until `c` has changed by
-more than `REFACTOR_RATIO`, the Jacobian `J = ∂f/∂y` (by `jax.jacfwd`) until it is
-`JACOBIAN_AGE` accepted steps old or Newton fails to converge with it; a correction
-computed with stale factors is scaled by `2 / (1 + c / c_lu)`.
+more than `REFACTOR_RATIO`, until they are `FACTORS_AGE` accepted steps old, or
+until Newton fails to converge with factors from an earlier step (then retried once
+with new ones); a correction computed with stale factors is scaled by
+`2 / (1 + c / c_lu)`. Unlike SUNDIALS, the Jacobian `J = ∂f/∂y` (by `jax.jacfwd`) is
+evaluated afresh for each factorisation rather than kept: in a compiled loop an
+`n × n` array carried from step to step is copied on every step, and keeping `J`
+made a step at 128 states 2.4× slower than evaluating it when needed.
 
 The step is differentiable: the Newton iteration runs on values without
 derivatives, and `jax.lax.custom_root` gives its solution the derivative of the
@@ -57,7 +61,7 @@ NEWTON_MAX_ITERATIONS = 4
 MIN_FACTOR = 0.2
 MAX_FACTOR = 10.0
 REFACTOR_RATIO = 0.3
-JACOBIAN_AGE = 50
+FACTORS_AGE = 50
 
 # The NDF coefficients of Shampine & Reichelt (κ_k; κ = 0 gives the BDFs), indexed
 # by order 0 … MAX_ORDER.
@@ -99,21 +103,19 @@ def _rescaled(differences, order, factor):
 class BDFState(eqx.Module):
     """The solver's state between steps: the differences `D` (`MAX_ORDER + 3` rows,
     flat), scaled to the step `h`; the `order` and the steps taken at `h` and that
-    order (`equal_steps`); the Jacobian `J`, its age in accepted steps, and the LU
-    factors of `I − c_lu J`; and counts, over the accepted steps (diffrax keeps a
-    rejected step's state from nothing), of the vector field's evaluations in Newton
-    iterations, of Jacobians and of factorisations."""
+    order (`equal_steps`); the LU factors of `I − c_lu J` and their age in accepted
+    steps; and counts, over the accepted steps (diffrax keeps a rejected step's
+    state from nothing), of the vector field's evaluations in Newton iterations and
+    of factorisations (each with a Jacobian)."""
 
     differences: Array
     h: Array
     order: Array
     equal_steps: Array
-    jacobian: Array
-    jacobian_age: Array
     factors: PyTree
     c_lu: Array
+    factors_age: Array
     evaluations: Array
-    jacobians: Array
     factorisations: Array
 
 
@@ -230,12 +232,10 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             h=h,
             order=jnp.ones((), jnp.int32),
             equal_steps=zero,
-            jacobian=jacobian,
-            jacobian_age=zero,
             factors=self._factorised(jacobian, c),
             c_lu=c,
+            factors_age=zero,
             evaluations=jnp.ones((), jnp.int32),
-            jacobians=jnp.ones((), jnp.int32),
             factorisations=jnp.ones((), jnp.int32),
         )
 
@@ -322,49 +322,36 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             )
             return converged, i, d
 
-        def refreshed(jacobian, age, jacobians, factors, c_lu, factorisations, fresh):
-            """The Jacobian at the prediction when `fresh`, and the factors for `c`
-            when the Jacobian is new or `c` has moved too far from `c_lu`."""
-            jacobian = jax.lax.cond(
-                fresh,
-                lambda: jax.jacfwd(lambda y: n_rate(n_t1, y))(n_predicted),
-                lambda: jacobian,
-            )
-            refactor = fresh | (jnp.abs(n_c / c_lu - 1) > REFACTOR_RATIO)
-            factors, c_lu = jax.lax.cond(
-                refactor,
-                lambda: (self._factorised(jacobian, n_c), n_c),
-                lambda: (factors, c_lu),
-            )
-            return (
-                jacobian,
-                jnp.where(fresh, 0, age),
-                jacobians + fresh,
-                factors,
-                c_lu,
-                factorisations + refactor,
-            )
+        def renewed(factors, c_lu, age, factorisations, stale):
+            """The factors of `I − c J`, `J` the Jacobian at the prediction, when
+            `stale` or when `c` has moved too far from `c_lu`; else the same."""
+            renew = stale | (jnp.abs(n_c / c_lu - 1) > REFACTOR_RATIO)
+
+            def new():
+                jacobian = jax.jacfwd(lambda y: n_rate(n_t1, y))(n_predicted)
+                return self._factorised(jacobian, n_c), n_c
+
+            factors, c_lu = jax.lax.cond(renew, new, lambda: (factors, c_lu))
+            return factors, c_lu, jnp.where(renew, 0, age), factorisations + renew
 
         def iterate():
             """`d` with `c f(t1, y⁰ + d) − ψ − d = 0` by the simplified Newton
             iteration, and what it did."""
-            setup = refreshed(
-                n_state.jacobian,
-                n_state.jacobian_age,
-                n_state.jacobians,
+            setup = renewed(
                 n_state.factors,
                 n_state.c_lu,
+                n_state.factors_age,
                 n_state.factorisations,
-                n_state.jacobian_age >= JACOBIAN_AGE,
+                n_state.factors_age >= FACTORS_AGE,
             )
-            converged, iterations, d = newton(setup[3], setup[4])
-            # Failed with a Jacobian from an earlier step: once more, a fresh one.
-            retry = ~converged & (setup[1] > 0)
-            setup = refreshed(*setup, retry)
+            converged, iterations, d = newton(setup[0], setup[1])
+            # Failed with factors from an earlier step: once more with new ones.
+            retry = ~converged & (setup[2] > 0)
+            setup = renewed(*setup, retry)
             first_iterations = iterations
             converged, iterations, d = jax.lax.cond(
                 retry,
-                lambda: newton(setup[3], setup[4]),
+                lambda: newton(setup[0], setup[1]),
                 lambda: (converged, iterations, d),
             )
             evaluations = iterations + jnp.where(retry, first_iterations, 0)
@@ -380,8 +367,8 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         # step is that of the solution of its equation (the implicit function
         # theorem), attached by `jax.lax.custom_root` (public) around the solution
         # found. So the step may be differentiated (forward mode; reverse mode
-        # through diffrax's `RecursiveCheckpointAdjoint`); the Jacobian, the
-        # factors and the step-size decisions it carries on have no derivative.
+        # through diffrax's `RecursiveCheckpointAdjoint`); the factors and the
+        # step-size decisions it carries on have no derivative.
         d_found, (converged, iterations, evaluations, *setup) = iterate()
         d = jax.lax.custom_root(
             lambda d: c * rate(t1, predicted + d) - psi - d,
@@ -389,7 +376,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             lambda _, found: found,
             tangent_solve,
         )
-        jacobian, age, jacobians, factors, c_lu, factorisations = setup
+        factors, c_lu, age, factorisations = setup
 
         y1 = predicted + d
         safety = (
@@ -455,12 +442,10 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             h=h,
             order=next_order.astype(jnp.int32),
             equal_steps=jnp.where(select, 0, equal_steps).astype(jnp.int32),
-            jacobian=jacobian,
-            jacobian_age=age + 1,
             factors=factors,
             c_lu=c_lu,
+            factors_age=age + 1,
             evaluations=n_state.evaluations + evaluations,
-            jacobians=jacobians,
             factorisations=factorisations,
         )
         decision = StepDecision(
