@@ -93,20 +93,26 @@ OBSERVED = ja.Problem.explicit(robertson)
 SAVE_TIMES = {"40 times": jnp.logspace(-3, 2, 40), "T only": jnp.array([100.0])}
 
 
-def observation_loss(log_k, adjoint, saveat):
+def weighted_loss(log_k, problem, adjoint, saveat, solver):
+    """The problem's cost (none for `OBSERVED`) plus the weighted states at
+    `saveat`, solved at rtol 1e-8."""
     solution = ja.solve(
-        OBSERVED,
+        problem,
         log_k,
         0.0,
         100.0,
         Y0,
         saveat=saveat,
         adjoint=adjoint,
-        solver=diffrax.Kvaerno5(),
+        solver=solver,
         rtol=1e-8,
         atol=1e-10,
     )
-    return jnp.sum(solution.xs * WEIGHTS)
+    return solution.cost + jnp.sum(solution.xs * WEIGHTS)
+
+
+def observation_loss(log_k, adjoint, saveat):
+    return weighted_loss(log_k, OBSERVED, adjoint, saveat, diffrax.Kvaerno5())
 
 
 observation_grad = jax.jit(jax.grad(observation_loss), static_argnums=1)
@@ -172,20 +178,7 @@ def test_backsolve_fails_loudly_on_observations_of_stiff_robertson():
 # saved states, where CVODES's adjoint is off by 1.0e-5 in
 # `benchmarks/bench_stiff.py`).
 def bdf_loss(log_k, problem, adjoint, saveat):
-    """The problem's cost plus the weighted states at `saveat`."""
-    solution = ja.solve(
-        problem,
-        log_k,
-        0.0,
-        100.0,
-        Y0,
-        saveat=saveat,
-        adjoint=adjoint,
-        solver=ja.BDF(),
-        rtol=1e-8,
-        atol=1e-10,
-    )
-    return solution.cost + jnp.sum(solution.xs * WEIGHTS)
+    return weighted_loss(log_k, problem, adjoint, saveat, ja.BDF())
 
 
 bdf_grad = eqx.filter_jit(jax.grad(bdf_loss))
