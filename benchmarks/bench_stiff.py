@@ -20,9 +20,11 @@ for the adjoint. Needs `pip install casadi`; without it the SUNDIALS rows are le
 
 Van der Pol (μ = 1000, its slow phase) follows, against CVODES, with its own reference
 (the same diffrax gradient at rtol 1e-11), then the stiff Brusselator with N = 64
-cells (rtol 1e-6, its reference at 1e-10); and, first, the forward solve's work on
-Robertson (steps, evaluations, Jacobians, LU factorisations) beside CVODES's. jadjoint
-runs `InterpolatingAdjoint()` unless a row names `DiscretiseThenOptimise()`.
+cells (rtol 1e-6, its reference at 1e-10), where CVODES runs with CasADi's default
+sparse LU (the ratios' base) and with a dense LU as jadjoint's; and, first, the
+forward solve's work on Robertson (steps, evaluations, Jacobians, LU factorisations)
+beside CVODES's. jadjoint runs `InterpolatingAdjoint()` unless a row names
+`DiscretiseThenOptimise()`.
 
 Run: python benchmarks/bench_stiff.py [--repeats N]
 """
@@ -306,7 +308,10 @@ def brusselator_diffrax(
     return jax.jit(jax.grad(loss))
 
 
-def brusselator_sundials(n: int):
+def brusselator_sundials(n: int, linear_solver: str = "csparse"):
+    """CVODES through CasADi, its Newton systems solved by `linear_solver`: CasADi's
+    default, `"csparse"` (a sparse LU, which the Brusselator's Jacobian, with about
+    four nonzeros a row, suits), or `"lapacklu"` (dense, as jadjoint's)."""
     import casadi as ca
 
     y, p = ca.SX.sym("y", 2 * n), ca.SX.sym("p", 3)
@@ -318,7 +323,10 @@ def brusselator_sundials(n: int):
     dv = p[1] * u - u**2 * v + diffusion * (v_ends[:-2] - 2 * v + v_ends[2:])
     dae = dict(x=y, p=p, ode=ca.vertcat(du, dv), quad=ca.sumsqr(u) / n)
     options = dict(
-        abstol=BRUSSELATOR_ATOL, reltol=BRUSSELATOR_RTOL, max_num_steps=100_000
+        abstol=BRUSSELATOR_ATOL,
+        reltol=BRUSSELATOR_RTOL,
+        max_num_steps=100_000,
+        linear_solver=linear_solver,
     )
     integrator = ca.integrator("F", "cvodes", dae, 0.0, [10.0], options)
     point = ca.MX.sym("point", 3)
@@ -477,6 +485,9 @@ def main():
     }
     if have_casadi:
         methods["SUNDIALS CVODES (CasADi)"] = brusselator_sundials(n)
+        methods["SUNDIALS CVODES, dense LU (CasADi)"] = brusselator_sundials(
+            n, "lapacklu"
+        )
     truth = np.asarray(brusselator_diffrax(n, 1e-10, 1e-12, 1e-12)(BRUSSELATOR_POINT))
     title = f"Brusselator, N = {n} (2N = {2 * n} states), ∫ mean(u²) dt, d/d(A, B, α)"
     report(title, "CVODES", methods, truth, BRUSSELATOR_POINT, args.repeats)

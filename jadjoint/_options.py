@@ -6,7 +6,7 @@ import equinox as eqx
 import optimistix as optx
 
 from ._differentiation_mode import under_forward_mode
-from ._solvers import BDF, BDFStepSize
+from ._solvers import BDF, AffineRootFinder, BDFStepSize
 
 
 class LeadingSeminorm(eqx.Module):
@@ -49,10 +49,22 @@ class Options(eqx.Module):
         )
 
     def configured_solver(
-        self, controlled: int | None = None
+        self, controlled: int | None = None, *, linear: bool = False
     ) -> diffrax.AbstractSolver:
         """The solver as a solve under `controller(controlled)` runs it: a BDF, which
-        controls its own steps, given the controller's tolerances and norm."""
+        controls its own steps, given the controller's tolerances and norm. With
+        `linear` (the vector field is affine in the state, as the adjoint's is), an
+        implicit Runge–Kutta solver's stages are each one linear solve
+        (`AffineRootFinder`, with the user's root finder's linear solver)."""
+        if linear and isinstance(self.solver, diffrax.AbstractImplicitSolver):
+            finder = self.solver.root_finder
+            linear_solver = getattr(finder, "linear_solver", None)
+            affine = (
+                AffineRootFinder()
+                if linear_solver is None
+                else AffineRootFinder(linear_solver=linear_solver)
+            )
+            return eqx.tree_at(lambda s: s.root_finder, self.solver, affine)
         if not isinstance(self.solver, BDF):
             return self.solver
         controller = self.controller(controlled)

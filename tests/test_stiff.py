@@ -93,22 +93,23 @@ OBSERVED = ja.Problem.explicit(robertson)
 SAVE_TIMES = {"40 times": jnp.logspace(-3, 2, 40), "T only": jnp.array([100.0])}
 
 
-def weighted_loss(log_k, problem, adjoint, saveat, solver):
+def weighted_loss(log_k, problem, adjoint, saveat, solver, x0=Y0):
     """The problem's cost (none for `OBSERVED`) plus the weighted states at
-    `saveat`, solved at rtol 1e-8."""
+    `saveat` (a semi-explicit DAE's `(y, z)` side by side), solved at rtol 1e-8."""
     solution = ja.solve(
         problem,
         log_k,
         0.0,
         100.0,
-        Y0,
+        x0,
         saveat=saveat,
         adjoint=adjoint,
         solver=solver,
         rtol=1e-8,
         atol=1e-10,
     )
-    return solution.cost + jnp.sum(solution.xs * WEIGHTS)
+    states = jnp.concatenate(jax.tree_util.tree_leaves(solution.xs), axis=-1)
+    return solution.cost + jnp.sum(states * WEIGHTS)
 
 
 def observation_loss(log_k, adjoint, saveat):
@@ -171,14 +172,16 @@ def test_backsolve_fails_loudly_on_observations_of_stiff_robertson():
 
 # jadjoint's BDF on the same problems, against the same references: the integral
 # cost and the saved states apart for the default method, added for the others and
-# for the implicit and the DAE forms (the gradient of the sum is the sum of the
-# references); members of a batch; a solve long enough that every segment but the
-# last is regenerated from the BDF's stored state. Target 1e-5 relative, as above
+# for every implicit and DAE form, each built to have Robertson's solution (the
+# gradient of the sum is the sum of the references; observed for the state-dependent
+# mass matrix and the semi-explicit DAE: 3.8e-7 and 6.2e-7); members of a batch; a
+# solve long enough that every segment but the last is regenerated from the BDF's
+# stored state. Target 1e-5 relative, as above
 # (observed at rtol 1e-8: 1.6e-7 to 2.5e-7 for the cost, 1.8e-6 to 8e-6 for the
 # saved states, where CVODES's adjoint is off by 1.0e-5 in
 # `benchmarks/bench_stiff.py`).
-def bdf_loss(log_k, problem, adjoint, saveat):
-    return weighted_loss(log_k, problem, adjoint, saveat, ja.BDF())
+def bdf_loss(log_k, problem, adjoint, saveat, x0=Y0):
+    return weighted_loss(log_k, problem, adjoint, saveat, ja.BDF(), x0)
 
 
 bdf_grad = eqx.filter_jit(jax.grad(bdf_loss))
@@ -196,7 +199,20 @@ BDF_PROBLEMS = {
     "singular mass matrix": ja.Problem.mass_matrix(
         jnp.diag(jnp.array([1.0, 1.0, 0.0])), conserving, f=cost
     ),
+    # `M(y) ẏ = M(y) f(y)`, `M(y) = diag(1 + y)`: Robertson's solution.
+    "state-dependent mass matrix": ja.Problem.mass_matrix(
+        lambda y, k, t: jnp.diag(1 + y),
+        lambda y, k, t: (1 + y) * robertson(y, k, t),
+        f=cost,
+    ),
+    # `y = (y1, y2)`, `z = (y3,)`: the singular mass matrix's DAE, semi-explicit.
+    "semi-explicit DAE": ja.Problem.semi_explicit(
+        lambda y, z, k, t: robertson(jnp.concatenate([y, z]), k, t)[:2],
+        lambda y, z, k, t: jnp.sum(y) + z - 1,
+        f=lambda x, k, t: cost(jnp.concatenate(x), k, t),
+    ),
 }
+BDF_X0 = {"semi-explicit DAE": (Y0[:2], Y0[2:])}
 
 
 def bdf_expected(case: str, saveat):
@@ -214,6 +230,8 @@ def bdf_expected(case: str, saveat):
         ("cost", ja.DiscretiseThenOptimise(), "40 times"),
         ("implicit h", ja.InterpolatingAdjoint(), "40 times"),
         ("singular mass matrix", ja.InterpolatingAdjoint(), "40 times"),
+        ("state-dependent mass matrix", ja.InterpolatingAdjoint(), "40 times"),
+        ("semi-explicit DAE", ja.QuadratureAdjoint(), "40 times"),
     ],
     ids=[
         "cost-interpolating",
@@ -224,11 +242,14 @@ def bdf_expected(case: str, saveat):
         "cost-and-saved-discretise",
         "implicit-h",
         "singular-mass-matrix",
+        "state-dependent-mass-matrix",
+        "semi-explicit-dae",
     ],
 )
 def test_bdf_on_stiff_robertson(case, adjoint, saves):
     saveat = SAVE_TIMES[saves]
-    grads = bdf_grad(LOG_K, BDF_PROBLEMS[case], adjoint, saveat)
+    x0 = BDF_X0.get(case, Y0)
+    grads = bdf_grad(LOG_K, BDF_PROBLEMS[case], adjoint, saveat, x0)
     assert max_relative_error(grads, bdf_expected(case, saveat)) < 1e-5
 
 

@@ -41,6 +41,7 @@ def solve_backwards(
     dt0,
     args,
     options: Options,
+    linear: bool,
     carries_q: bool = True,
     dense: bool = False,
 ):
@@ -50,10 +51,12 @@ def solve_backwards(
     failed solve that does not raise (`throw=False`) gives NaN.
 
     With `carries_q`, `y` is a tuple ending with the parameter integral `q`, which the
-    error control ignores. diffrax steps a flat copy of `y`: a Runge–Kutta step then
-    costs a few array operations, not a few per leaf of `y` (a neural network's
-    parameters in `q` have many leaves, and on CPU each operation in the loop
-    carries a fixed cost)."""
+    error control ignores. `linear`: `rates` is affine in `y` (the adjoint with
+    `x(t)` read from the forward solution), so an implicit solver's stages are one
+    linear solve each (`Options.configured_solver`). diffrax steps a flat copy of
+    `y`: a Runge–Kutta step then costs a few array operations, not a few per leaf
+    of `y` (a neural network's parameters in `q` have many leaves, and on CPU each
+    operation in the loop carries a fixed cost)."""
     flat_right, unravel = jax.flatten_util.ravel_pytree(y_right)
     controlled = None
     if carries_q:
@@ -66,7 +69,7 @@ def solve_backwards(
 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(flat_rates),
-        options.configured_solver(controlled),
+        options.configured_solver(controlled, linear=linear),
         t_right,
         t_left,
         -dt0,
@@ -222,7 +225,9 @@ class CarriedIntegral(AbstractIntervalSolve):
     control ignores `q`."""
 
     def solve(self, system, dense, y, **interval):
-        return solve_backwards(_carried_rates, y, args=(system, dense), **interval)
+        return solve_backwards(
+            _carried_rates, y, args=(system, dense), linear=True, **interval
+        )
 
 
 class QuadratureIntegral(AbstractIntervalSolve):
@@ -234,7 +239,13 @@ class QuadratureIntegral(AbstractIntervalSolve):
     def solve(self, system, dense, y, **interval):
         w, q = y
         w, steps, backward, unravel = solve_backwards(
-            _w_rates, w, args=(system, dense), carries_q=False, dense=True, **interval
+            _w_rates,
+            w,
+            args=(system, dense),
+            carries_q=False,
+            linear=True,
+            dense=True,
+            **interval,
         )
         integral = _integral_over_steps(system, dense, backward, unravel, self.nodes)
         return (w, jtu.tree_map(jnp.subtract, q, integral)), steps
@@ -253,7 +264,9 @@ class ReintegratedState(AbstractIntervalSolve):
         return y[1], y[2]
 
     def solve(self, system, dense, y, **interval):
-        return solve_backwards(_reintegrated_rates, y, args=system, **interval)
+        return solve_backwards(
+            _reintegrated_rates, y, args=system, linear=False, **interval
+        )
 
 
 class BetweenSaveTimes(AbstractBackwardIntegrator):
