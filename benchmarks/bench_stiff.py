@@ -21,7 +21,7 @@ for the adjoint. Needs `pip install casadi`; without it the SUNDIALS rows are le
 Van der Pol (μ = 1000, its slow phase) follows, against CVODES, with its own reference
 (the same diffrax gradient at rtol 1e-11), then the stiff Brusselator with N = 64
 cells (rtol 1e-6, its reference at 1e-10), where CVODES runs with CasADi's default
-sparse LU (the ratios' base) and with a dense LU as jadjoint's; and, first, the
+sparse QR (the ratios' base) and with a dense LU as jadjoint's; and, first, the
 forward solve's work on Robertson (steps, evaluations, Jacobians, LU factorisations)
 beside CVODES's. jadjoint runs `InterpolatingAdjoint()` unless a row names
 `DiscretiseThenOptimise()`.
@@ -308,10 +308,10 @@ def brusselator_diffrax(
     return jax.jit(jax.grad(loss))
 
 
-def brusselator_sundials(n: int, linear_solver: str = "csparse"):
+def brusselator_sundials(n: int, linear_solver: str = "qr"):
     """CVODES through CasADi, its Newton systems solved by `linear_solver`: CasADi's
-    default, `"csparse"` (a sparse LU, which the Brusselator's Jacobian, with about
-    four nonzeros a row, suits), or `"lapacklu"` (dense, as jadjoint's)."""
+    default, `"qr"` (a sparse QR on the Jacobian's sparsity pattern, about four
+    nonzeros a row here), or `"lapacklu"` (dense, as jadjoint's)."""
     import casadi as ca
 
     y, p = ca.SX.sym("y", 2 * n), ca.SX.sym("p", 3)
