@@ -51,25 +51,26 @@ class Options(eqx.Module):
     def configured_solver(
         self, controlled: int | None = None, *, linear: bool = False
     ) -> diffrax.AbstractSolver:
-        """The solver as a solve under `controller(controlled)` runs it: a BDF, which
-        controls its own steps, given the controller's tolerances and norm. With
+        """The solver as a solve under `controller(controlled)` runs it. The entries
+        past the first `controlled` of a flat backward state are the parameter
+        integral, a quadrature (no rate depends on it), so they are no unknowns of
+        an implicit solver's Newton iteration or linear solves. A BDF, which
+        controls its own steps, is given the controller's tolerances and norm. With
         `linear` (the vector field is affine in the state, as the adjoint's is), an
         implicit Runge–Kutta solver's stages are each one linear solve
         (`AffineRootFinder`, with the user's root finder's linear solver)."""
         if linear and isinstance(self.solver, diffrax.AbstractImplicitSolver):
             finder = self.solver.root_finder
             linear_solver = getattr(finder, "linear_solver", None)
-            affine = (
-                AffineRootFinder()
-                if linear_solver is None
-                else AffineRootFinder(linear_solver=linear_solver)
-            )
+            affine = AffineRootFinder(implicit_size=controlled)
+            if linear_solver is not None:
+                affine = AffineRootFinder(linear_solver, implicit_size=controlled)
             return eqx.tree_at(lambda s: s.root_finder, self.solver, affine)
         if not isinstance(self.solver, BDF):
             return self.solver
         controller = self.controller(controlled)
         return self.solver.with_tolerances(
-            controller.rtol, controller.atol, controller.norm
+            controller.rtol, controller.atol, controller.norm, controlled
         )
 
     def stepping_solver(self) -> diffrax.AbstractSolver:

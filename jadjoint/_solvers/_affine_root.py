@@ -12,6 +12,15 @@ least two iterations (the second to see that the first converged), `VeryChord`
 with a Jacobian from the step's first stage, which at later stage times is no
 longer the exact one. The Jacobian here is the stage's own, so one iteration is
 exact.
+
+The parameter integral `q` is a quadrature: no rate depends on it, so the stage
+equation's Jacobian is block triangular,
+
+    [ A  0 ]  [δ_w]   [F_w]
+    [ C  I ]  [δ_q] = [F_q],
+
+and only `A` (`n × n`, not `(n + n_p) × (n + n_p)`) is formed and factorised:
+`δ_w = A⁻¹ F_w`, then `δ_q = F_q − C δ_w` by one Jacobian-vector product.
 """
 
 from collections.abc import Callable
@@ -19,8 +28,8 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
-import jax.tree_util as jtu
 import lineax as lx
 import optimistix as optx
 from jaxtyping import Array, PyTree
@@ -32,37 +41,52 @@ class _Solved(eqx.Module):
 
 
 class AffineRootFinder(optx.AbstractRootFinder):
-    """The root `y` of an affine `F(y) = A y + b`: `y⁰ − A⁻¹ F(y⁰)`, with
-    `A = ∂F/∂y` at the starting point `y⁰`, in one step.
+    """The root `y` of an affine `F(y) = J y + b`: `y⁰ − J⁻¹ F(y⁰)`, with
+    `J = ∂F/∂y` at the starting point `y⁰`, in one step.
 
     **Arguments:**
 
-    - `linear_solver`: the lineax solver of `A x = F(y⁰)` (default: LU for square
-        `A`).
+    - `linear_solver`: the lineax solver of the linear system (default: LU).
+    - `implicit_size`: with it, the leading `implicit_size` entries of the
+        flattened `y` are the unknowns `w` and the rest quadratures `q`, whose
+        equations are `q − G(w) = 0` (the block-triangular system above); without
+        it, `J` is formed whole.
 
     `rtol`, `atol` and `norm` are unused (nothing is iterated), present because
     optimistix's root finders declare them.
     """
 
+    linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=None)
+    implicit_size: int | None = eqx.field(static=True, default=None)
     rtol: float = 0.0
     atol: float = 0.0
     norm: Callable = optx.max_norm
-    linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=None)
 
     def init(self, fn, y, args, options: dict[str, Any], f_struct, aux_struct, tags):
         del fn, y, args, options, f_struct, aux_struct, tags
         return _Solved(jnp.array(False), optx.RESULTS.successful)
 
     def step(self, fn, y: PyTree, args, options, state: _Solved, tags):
-        del options, state
-        value, linear, aux = jax.linearize(lambda z: fn(z, args), y, has_aux=True)
-        operator = lx.FunctionLinearOperator(
-            linear, jax.eval_shape(lambda: y), tags=tags
+        del options, state, tags
+        flat, unravel = jax.flatten_util.ravel_pytree(y)
+
+        def flat_fn(z):
+            value, aux = fn(unravel(z), args)
+            return jax.flatten_util.ravel_pytree(value)[0], aux
+
+        value, linear, aux = jax.linearize(flat_fn, flat, has_aux=True)
+        size = flat.size if self.implicit_size is None else self.implicit_size
+        # The Jacobian's leading `size` columns, one Jacobian-vector product each.
+        columns = jax.vmap(linear)(jnp.eye(size, flat.size, dtype=flat.dtype))
+        operator = lx.MatrixLinearOperator(columns[:, :size].T)
+        solution = lx.linear_solve(
+            operator, value[:size], self.linear_solver, throw=False
         )
-        solution = lx.linear_solve(operator, value, self.linear_solver, throw=False)
-        root = jtu.tree_map(lambda a, b: a - b, y, solution.value)
+        unknowns = solution.value
+        step = jnp.concatenate([unknowns, jnp.zeros_like(flat[size:])])
+        step = step.at[size:].set(value[size:] - linear(step)[size:])
         result = optx.RESULTS.promote(solution.result)
-        return root, _Solved(jnp.array(True), result), aux
+        return unravel(flat - step), _Solved(jnp.array(True), result), aux
 
     def terminate(self, fn, y, args, options, state: _Solved, tags):
         del fn, y, args, options, tags

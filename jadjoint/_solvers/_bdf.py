@@ -180,6 +180,13 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     - `rtol`, `atol`: the tolerances of the error estimate.
     - `norm`: the norm of a flattened scaled error (RMS by default).
     - `ndf`: the NDFs (`True`) or the BDFs (`False`).
+    - `implicit_size`: how many leading entries of the flattened state Newton solves
+        for (default: all). The others are quadratures, as CVODES has them: no rate
+        depends on them, so they are no unknowns of Newton and no part of its
+        Jacobian; each step gives them the same formula, explicitly, with the rates
+        at the state Newton converged to. jadjoint's backward solves so carry the
+        parameter integral (`n_p` entries that would otherwise make the iteration
+        matrix `(n + n_p) × (n + n_p)`).
 
     The step is differentiable: its Newton solution by the implicit function
     theorem (one linear solve with the Jacobian at the solution), the rest
@@ -192,6 +199,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     atol: float | None = None
     norm: Callable = optx.rms_norm
     ndf: bool = eqx.field(static=True, default=True)
+    implicit_size: int | None = eqx.field(static=True, default=None)
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = BDFInterpolation
@@ -199,9 +207,24 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     def order(self, terms):
         return 1
 
-    def with_tolerances(self, rtol, atol, norm: Callable) -> "BDF":
-        """This solver with the given error tolerances and norm."""
-        return BDF(rtol=rtol, atol=atol, norm=norm, ndf=self.ndf)
+    def with_tolerances(
+        self, rtol, atol, norm: Callable, implicit_size: int | None = None
+    ) -> "BDF":
+        """This solver with the given error tolerances and norm, and Newton's
+        unknowns the first `implicit_size` entries (all by default)."""
+        return BDF(
+            rtol=rtol, atol=atol, norm=norm, ndf=self.ndf, implicit_size=implicit_size
+        )
+
+    def _implicit_jacobian(self, rate, t, flat):
+        """`∂f/∂y` at `(t, flat)` over Newton's unknowns, the leading
+        `implicit_size` entries."""
+        size = flat.size if self.implicit_size is None else self.implicit_size
+
+        def implicit_rate(unknowns):
+            return rate(t, jnp.concatenate([unknowns, flat[size:]]))[:size]
+
+        return jax.jacfwd(implicit_rate)(flat[:size])
 
     def _coefficients(self, dtype):
         kappa = _KAPPA if self.ndf else np.zeros_like(_KAPPA)
@@ -242,7 +265,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         h = jnp.asarray(t1 - t0, flat.dtype)
         differences = jnp.zeros((_ROWS, flat.size), flat.dtype)
         differences = differences.at[0].set(flat).at[1].set(h * rate(t0, flat))
-        jacobian = jax.jacfwd(lambda y: rate(t0, y))(flat)
+        jacobian = self._implicit_jacobian(rate, t0, flat)
         alpha, _, _ = self._coefficients(flat.dtype)
         c = h / alpha[1]
         zero = jnp.zeros((), jnp.int32)
@@ -296,23 +319,22 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         n_times = jax.lax.stop_gradient((t0, t1))
         n_rate = self._flat_rate(terms, *n_times, y0, _without_derivatives(args))
         n_state = _without_derivatives(state)
-        scale = self.atol + self.rtol * jnp.abs(n_predicted)
-
-        def scaled_norm(v):
-            return self.norm(v / scale)
+        size = flat0.size if self.implicit_size is None else self.implicit_size
+        scale = (self.atol + self.rtol * jnp.abs(n_predicted))[:size]
 
         def newton(factors, c_lu):
             """The simplified Newton iteration from `predicted`: whether it
             converged, its iterations and `d = y − predicted` (scipy's tests of
-            convergence and divergence)."""
+            convergence and divergence), the quadratures' entries of `d` from the
+            rates at the last iterate."""
             relaxation = 2 / (1 + n_c / jnp.where(c_lu == 0, n_c, c_lu))
 
             def body(carry):
-                i, d, norm_old, _, _ = carry
+                i, d, norm_old, _, _, _ = carry
                 f = n_rate(n_t1, n_predicted + d)
-                residual = n_c * f - n_psi - d
+                residual = (n_c * f - n_psi - d)[:size]
                 dy = _lu_solve(factors, residual) * relaxation
-                dy_norm = scaled_norm(dy)
+                dy_norm = self.norm(dy / scale)
                 ratio = dy_norm / norm_old
                 first = i == 0
                 finite = jnp.all(jnp.isfinite(f)) & jnp.isfinite(dy_norm)
@@ -322,10 +344,10 @@ class BDF(diffrax.AbstractAdaptiveSolver):
                     | (ratio**remaining / (1 - ratio) * dy_norm > newton_tol)
                 )
                 stop = ~finite | diverging
-                d = jnp.where(stop, d, d + dy)
+                d = jnp.where(stop, d, d.at[:size].add(dy))
                 settled = ~first & (ratio / (1 - ratio) * dy_norm < newton_tol)
                 converged = ~stop & ((dy_norm == 0) | settled)
-                return i + 1, d, dy_norm, converged, stop | converged
+                return i + 1, d, dy_norm, converged, stop | converged, f
 
             carry = (
                 jnp.zeros((), jnp.int32),
@@ -333,12 +355,14 @@ class BDF(diffrax.AbstractAdaptiveSolver):
                 jnp.asarray(jnp.inf, dtype),
                 jnp.asarray(False),
                 jnp.asarray(False),
+                jnp.zeros_like(n_predicted),
             )
-            i, d, _, converged, _ = jax.lax.while_loop(
+            i, d, _, converged, _, f = jax.lax.while_loop(
                 lambda carry: ~carry[4] & (carry[0] < NEWTON_MAX_ITERATIONS),
                 body,
                 carry,
             )
+            d = d.at[size:].set((n_c * f - n_psi)[size:])
             return converged, i, d
 
         def renewed(factors, c_lu, age, factorisations, stale):
@@ -347,7 +371,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             renew = stale | (jnp.abs(n_c / c_lu - 1) > REFACTOR_RATIO)
 
             def new():
-                jacobian = jax.jacfwd(lambda y: n_rate(n_t1, y))(n_predicted)
+                jacobian = self._implicit_jacobian(n_rate, n_t1, n_predicted)
                 return self._factorised(jacobian, n_c), n_c
 
             factors, c_lu = jax.lax.cond(renew, new, lambda: (factors, c_lu))
