@@ -19,8 +19,9 @@ equation's Jacobian is block triangular,
     [ A  0 ]  [δ_w]   [F_w]
     [ C  I ]  [δ_q] = [F_q],
 
-and only `A` (`n × n`, not `(n + n_p) × (n + n_p)`) is formed and factorised:
-`δ_w = A⁻¹ F_w`, then `δ_q = F_q − C δ_w` by one Jacobian-vector product.
+and only `A` (`n × n`, not `(n + n_p) × (n + n_p)`) is solved with (formed and
+factorised by a dense solver): `δ_w = A⁻¹ F_w`, then `δ_q = F_q − C δ_w` by one
+Jacobian-vector product.
 """
 
 from collections.abc import Callable
@@ -76,14 +77,20 @@ class AffineRootFinder(optx.AbstractRootFinder):
 
         value, linear, aux = jax.linearize(flat_fn, flat, has_aux=True)
         size = flat.size if self.implicit_size is None else self.implicit_size
-        # The Jacobian's leading `size` columns, one Jacobian-vector product each.
-        columns = jax.vmap(linear)(jnp.eye(size, flat.size, dtype=flat.dtype))
-        operator = lx.MatrixLinearOperator(columns[:, :size].T)
+        quadratures = jnp.zeros_like(flat[size:])
+
+        def leading_block(v):
+            """`A v`: the Jacobian's leading block, matrix-free (a dense solver forms
+            it by `size` Jacobian-vector products, an iterative one never does)."""
+            return linear(jnp.concatenate([v, quadratures]))[:size]
+
+        operator = lx.FunctionLinearOperator(
+            leading_block, jax.ShapeDtypeStruct((size,), flat.dtype)
+        )
         solution = lx.linear_solve(
             operator, value[:size], self.linear_solver, throw=False
         )
-        unknowns = solution.value
-        step = jnp.concatenate([unknowns, jnp.zeros_like(flat[size:])])
+        step = jnp.concatenate([solution.value, quadratures])
         step = step.at[size:].set(value[size:] - linear(step)[size:])
         result = optx.RESULTS.promote(solution.result)
         return unravel(flat - step), _Solved(jnp.array(True), result), aux
