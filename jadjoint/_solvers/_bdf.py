@@ -27,8 +27,7 @@ with new ones); a correction computed with stale factors is scaled by
 `2 / (1 + c / c_lu)`. The factors are `jax.lax.linalg.lu`'s, kept with the row
 permutation, and solved with by two triangular solves: lineax's LU keeps the
 pivots and rebuilds the permutation from them on every solve (a loop of `n`
-iterations), which made a Newton iteration at 128 states several times its
-matrix-vector work and a forward step 15–30 % slower. (The derivative of the step,
+iterations, several times the solve's own work). (The derivative of the step,
 below, is a lineax solve.) Unlike SUNDIALS, the Jacobian `J = ∂f/∂y` (by
 `jax.jacfwd`) is evaluated afresh for each factorisation rather than kept: in a
 compiled loop an `n × n` array carried from step to step is copied on every step,
@@ -184,7 +183,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         for (default: all). The others are quadratures, as CVODES has them: no rate
         depends on them, so they are no unknowns of Newton and no part of its
         Jacobian; each step gives them the same formula, explicitly, with the rates
-        at the state Newton converged to. jadjoint's backward solves so carry the
+        at Newton's last iterate. jadjoint's backward solves so carry the
         parameter integral (`n_p` entries that would otherwise make the iteration
         matrix `(n + n_p) × (n + n_p)`).
 
@@ -216,10 +215,14 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             rtol=rtol, atol=atol, norm=norm, ndf=self.ndf, implicit_size=implicit_size
         )
 
+    def _unknowns(self, size: int) -> int:
+        """How many leading entries of a flat state of `size` Newton solves for."""
+        return size if self.implicit_size is None else self.implicit_size
+
     def _implicit_jacobian(self, rate, t, flat):
         """`∂f/∂y` at `(t, flat)` over Newton's unknowns, the leading
         `implicit_size` entries."""
-        size = flat.size if self.implicit_size is None else self.implicit_size
+        size = self._unknowns(flat.size)
 
         def implicit_rate(unknowns):
             return rate(t, jnp.concatenate([unknowns, flat[size:]]))[:size]
@@ -319,7 +322,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         n_times = jax.lax.stop_gradient((t0, t1))
         n_rate = self._flat_rate(terms, *n_times, y0, _without_derivatives(args))
         n_state = _without_derivatives(state)
-        size = flat0.size if self.implicit_size is None else self.implicit_size
+        size = self._unknowns(flat0.size)
         scale = (self.atol + self.rtol * jnp.abs(n_predicted))[:size]
 
         def newton(factors, c_lu):
