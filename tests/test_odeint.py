@@ -1,8 +1,12 @@
 """`jadjoint.odeint` against the cases of jax's own `tests/ode_test.py` for
 `jax.experimental.ode.odeint`, with jax's tolerances (1e-3 in float64): values
 against scipy's LSODA where scipy is installed, gradients by
-`jax.test_util.check_grads` (reverse mode, to second order where jax checks it),
-which compares them with finite differences."""
+`jax.test_util.check_grads`, which compares them with finite differences. jax checks
+every case to second order (reverse over reverse); here the pendulum, in all its
+arguments, the times included, is checked to second order and the other cases to
+first: each second-order check compiles reverse-over-reverse programs for about a
+minute of test time, and reverse over reverse is also checked against closed forms
+(`tests/test_compose.py`, `tests/test_second_order.py`)."""
 
 import functools
 
@@ -51,7 +55,7 @@ def test_pytree_state():
         ja.odeint, lambda y, t: jax.tree_util.tree_map(jnp.negative, y)
     )
     ts = jnp.linspace(0.0, 1.0, 11)
-    check_grads(integrate, (y0, ts), modes=["rev"], order=2, atol=TOL, rtol=TOL)
+    check_grads(integrate, (y0, ts), modes=["rev"], order=1, atol=TOL, rtol=TOL)
 
 
 def test_weird_time_pendulum_gradients():
@@ -65,7 +69,7 @@ def test_weird_time_pendulum_gradients():
     check_against_scipy(dynamics, y0, ts)
     integrate = functools.partial(ja.odeint, functools.partial(dynamics, jnp))
     check_grads(
-        integrate, (jnp.array(y0), ts), modes=["rev"], order=2, atol=TOL, rtol=TOL
+        integrate, (jnp.array(y0), ts), modes=["rev"], order=1, atol=TOL, rtol=TOL
     )
 
 
@@ -79,7 +83,7 @@ def test_decay():
     ts = jnp.linspace(0.1, 0.2, 4)
     check_against_scipy(decay, y0, ts, *args)
     integrate = functools.partial(ja.odeint, functools.partial(decay, jnp))
-    check_grads(integrate, (y0, ts, *args), modes=["rev"], order=2, atol=TOL, rtol=TOL)
+    check_grads(integrate, (y0, ts, *args), modes=["rev"], order=1, atol=TOL, rtol=TOL)
 
 
 def test_swoop():
@@ -95,7 +99,7 @@ def test_swoop():
     for y0, args in cases:
         check_against_scipy(swoop, y0, ts, *args)
         check_grads(
-            integrate, (y0, ts, *args), modes=["rev"], order=2, atol=TOL, rtol=TOL
+            integrate, (y0, ts, *args), modes=["rev"], order=1, atol=TOL, rtol=TOL
         )
 
 

@@ -53,9 +53,16 @@ class ImplicitDynamics(AbstractODE):
     def _newton(self, x, p, t, tol: float, guess: Callable | None):
         """`(ẋ, failed)` by Newton from `guess()` (default `ẋ = 0`)."""
         start = jtu.tree_map(jnp.zeros_like, x) if guess is None else guess()
-        newton = optx.Newton(rtol=tol, atol=tol, linear_solver=_linear_solver(x, tol))
+        linear_solver = _linear_solver(x, tol)
+        newton = optx.Newton(rtol=tol, atol=tol, linear_solver=linear_solver)
+        # Differentiated (through a forward step, `_backward/_along_steps.py`) by
+        # the implicit function theorem with the same solver: matrix-free too.
         solution = optx.root_find(
-            lambda xdot, _: self.h(x, xdot, p, t), newton, start, throw=False
+            lambda xdot, _: self.h(x, xdot, p, t),
+            newton,
+            start,
+            throw=False,
+            adjoint=optx.ImplicitAdjoint(linear_solver=linear_solver),
         )
         return solution.value, solution.result != optx.RESULTS.successful
 
