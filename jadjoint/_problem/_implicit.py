@@ -55,8 +55,9 @@ class ImplicitDynamics(AbstractODE):
         start = jtu.tree_map(jnp.zeros_like, x) if guess is None else guess()
         linear_solver = _linear_solver(x, tol)
         newton = optx.Newton(rtol=tol, atol=tol, linear_solver=linear_solver)
-        # Differentiated (through a forward step, `_backward/_along_steps.py`) by
-        # the implicit function theorem with the same solver: matrix-free too.
+        # Where a forward step is differentiated (the injection's step VJPs,
+        # `_backward/_injection.py`; `DiscretiseThenOptimise`), by the implicit
+        # function theorem with the same solver: matrix-free too.
         solution = optx.root_find(
             lambda xdot, _: self.h(x, xdot, p, t),
             newton,
