@@ -1,10 +1,13 @@
-"""Accepted steps of the backward (adjoint) pass against the forward solve's, for the
-default `InterpolatingAdjoint()` on the suite's explicit problems (one trajectory
-each; the training step's first member).
+"""Accepted steps of the backward (adjoint) pass against the forward solve's, and the
+forward steps on which the adjoint left the step's own derivative for the continuous
+adjoint under its own error control (fell back), for the default
+`InterpolatingAdjoint()` on the suite's explicit problems (one trajectory each; the
+training step's first member).
 
 The backward pass's step count is internal to the reverse rule, so this script
-records it by wrapping jadjoint's backward loop (`jadjoint._backward._along_steps`)
-with a `jax.debug.callback`: instrumentation for a measurement, not an API. The
+records it by wrapping jadjoint's backward loop for observed solves
+(`carry_by_step_derivatives`, as `jadjoint._backward._along_steps` calls it) with a
+`jax.debug.callback`: instrumentation for a measurement, not an API. The
 forward count is `Solution.stats["num_accepted_steps"]`.
 
 Run: python benchmarks/bench_steps.py   (writes benchmarks/results/steps_cpu.md)
@@ -35,30 +38,37 @@ import jadjoint as ja  # noqa: E402
 import jadjoint._backward._along_steps as along_steps  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "steps_cpu.md"
-recorded: list[int] = []
+recorded: list[tuple[int, int]] = []
 
 
-def _recording(integrate):
+def _recording(carry):
     def wrapped(*args, **kwargs):
-        w, q, steps = integrate(*args, **kwargs)
-        jax.debug.callback(lambda s: recorded.append(int(s)), steps)
+        w, q, steps = carry(*args, **kwargs)
+        jax.debug.callback(
+            lambda s, f: recorded.append((int(s), int(f))),
+            steps.accepted,
+            steps.fell_back,
+        )
         return w, q, steps
 
     return wrapped
 
 
-along_steps.integrate_along_steps = _recording(along_steps.integrate_along_steps)
+along_steps.carry_by_step_derivatives = _recording(
+    along_steps.carry_by_step_derivatives
+)
 
 
-def counts(problem, p, x0, tol) -> tuple[int, int]:
-    """`(forward accepted steps, backward accepted steps)` of one gradient."""
+def counts(problem, p, x0, tol) -> tuple[int, int, int]:
+    """`(forward accepted steps, backward accepted steps, forward steps fallen back)`
+    of one gradient."""
     solve = jax.jit(jadjoint_solve(problem, ja.InterpolatingAdjoint(), *tol))
     forward = int(solve(p, x0).stats["num_accepted_steps"])
     recorded.clear()
     grad = jax.jit(jax.grad(jadjoint_loss(problem, ja.InterpolatingAdjoint(), *tol)))
     jax.block_until_ready(grad(p, x0))
     jax.effects_barrier()
-    return forward, sum(recorded)
+    return forward, sum(s for s, _ in recorded), sum(f for _, f in recorded)
 
 
 def main():
@@ -72,8 +82,9 @@ def main():
     lines = [
         "# Backward steps against forward steps (InterpolatingAdjoint, Tsit5)",
         "",
-        "| problem | rtol, atol | forward accepted | backward accepted | ratio |",
-        "|---|---|---|---|---|",
+        "| problem | rtol, atol | forward accepted | backward accepted | ratio "
+        "| fell back |",
+        "|---|---|---|---|---|---|",
     ]
     cases = [(*row, (1e-6, 1e-6)) for row in rows]
     cases.append(
@@ -86,10 +97,10 @@ def main():
         )
     )
     for label, problem, p, x0, tol in cases:
-        forward, backward = counts(problem, p, jnp.asarray(x0), tol)
+        forward, backward, fell_back = counts(problem, p, jnp.asarray(x0), tol)
         lines.append(
             f"| {label} | {tol[0]:.0e}, {tol[1]:.0e} | {forward} | {backward} | "
-            f"{backward / forward:.2f} |"
+            f"{backward / forward:.2f} | {fell_back} |"
         )
     report = "\n".join(lines) + "\n"
     print(report)

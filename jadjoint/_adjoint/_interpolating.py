@@ -60,11 +60,15 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
         taken over 4096 steps pays a second extra forward solve.
 
     The gradient is as accurate as the interpolant (of the solver's order). With an
-    explicit Runge–Kutta solver (and the times not differentiated), the save-time
-    cotangents are injected through the forward steps' interpolants, one segment at
-    a time, and the adjoint is integrated along the forward steps by a loop of
-    jadjoint's own; otherwise by one diffrax solve per interval between save times
-    ([how it works][the-jumps-at-the-save-times]).
+    explicit Runge–Kutta solver the backward pass follows the forward steps, one
+    segment at a time, by a loop of jadjoint's own: where saved states are
+    differentiated, their cotangents are injected through the forward steps'
+    interpolants and the adjoint is carried across each forward step by the step's
+    own derivative (one VJP a step), guarded by the adjoint's embedded error
+    estimate, a step that fails it integrated by the continuous adjoint under its
+    own error control; otherwise the continuous adjoint is integrated along the
+    forward steps. With other solvers, by one diffrax solve per interval between
+    save times ([how it works][the-jumps-at-the-save-times]).
 
     !!! cite "References"
 

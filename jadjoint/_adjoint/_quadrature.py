@@ -18,12 +18,14 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
     output of the forward solve; the parameter gradient `∫ (c̄ f_p + λᵀ h_p) dt` is
     accumulated by Gauss–Legendre quadrature on each accepted backward step, outside
     the error-controlled state, and the stages differentiate with respect to `x`
-    only. With an explicit Runge–Kutta solver (and the times not differentiated) it
-    runs on the default method's loop along the forward steps
-    (`jadjoint/_backward/_along_steps.py`), the observations injected; there the
+    only. With an explicit Runge–Kutta solver it runs on the default method's loops
+    along the forward steps (`jadjoint/_backward/_along_steps.py`): there the
     default also steps only `w`, accumulating `q` from the stages' own VJPs, and the
-    two cost about the same. Otherwise it runs one diffrax solve per save interval
-    and a quadrature over each solve's dense output.
+    two cost about the same; where saved states are differentiated, both carry the
+    adjoint and `q` across each forward step by the step's own derivative, and the
+    quadrature applies to the steps that fall back to the continuous adjoint.
+    Otherwise it runs one diffrax solve per save interval and a quadrature over each
+    solve's dense output.
 
     **Arguments:**
 

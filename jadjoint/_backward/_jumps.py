@@ -21,17 +21,6 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 
-class StepJumps(eqx.Module):
-    """Jumps of `w` at forward step starts (the injected observations of
-    `_injection.py`): slot `i < count` holds the `x̄` (rows of `xbar`; `None` when
-    the saved states are not differentiated) subtracted at the start of forward step
-    `steps[i]`, in increasing order."""
-
-    steps: Array
-    xbar: PyTree | None
-    count: Array
-
-
 class SavedCotangents(eqx.Module):
     """The cotangents `xbar` of the states saved at `ts` (rows of each leaf; `None`
     when the saved states are not differentiated), for a backward pass from `T` to
