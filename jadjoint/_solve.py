@@ -240,6 +240,8 @@ def solve(
     """
     p, x0 = parameter_arrays(p), state_arrays(x0)
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
+    # Times wider than the state widen it, as `diffeqsolve` does to its `y0`.
+    x0 = jtu.tree_map(lambda leaf: leaf.astype(jnp.result_type(leaf, t0)), x0)
     check_max_step(dtmax)
     check_progress_meter(progress_meter)
     x0, result = _raised_early(x0, finite_inputs(p, x0), throw)

@@ -117,7 +117,10 @@ def check_max_step(dtmax) -> None:
 
 def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     """Every trace-time check of [`jadjoint.solve`][]'s arguments; returns `t0`, `t1`,
-    the save times and `dt0` as arrays of one floating time dtype."""
+    the save times and `dt0` as arrays of one floating time dtype: that of the times
+    and the state together, under JAX's promotion, so that Python numbers as times
+    take the state's precision (a float32 state under `jax_enable_x64` keeps float32
+    times)."""
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")
     if not isinstance(adjoint, AbstractAdjointMethod):
@@ -130,8 +133,10 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     check_floating(x0, "x0")
     check_auto_sharding((p, x0))
     check_interval(t0, t1)
+    # Save times given as Python numbers are weakly typed, as `t0` and `t1` are.
+    saveat_dtype = getattr(saveat, "dtype", float)
     saveat = None if saveat is None else jnp.asarray(saveat)
-    time_dtype = jnp.result_type(t0, t1, float if saveat is None else saveat, float)
+    time_dtype = jnp.result_type(t0, t1, saveat_dtype, float, *jtu.tree_leaves(x0))
     t0 = jnp.asarray(t0, time_dtype)
     t1 = jnp.asarray(t1, time_dtype)
     ts = t1[None] if saveat is None else jnp.asarray(saveat, time_dtype)

@@ -157,6 +157,25 @@ def test_float32_end_to_end():
     assert max_relative_error(single, double) < 1e-3
 
 
+def test_float32_state_with_python_number_times():
+    """Under `jax_enable_x64`, Python numbers as `t0`, `t1` and the save times take a
+    float32 state's precision (they once made the solve fail): float32 gradients,
+    with an integral cost and observations, within float32 accuracy of the float64
+    gradient (rtol 1e-5 solves; agreement to 1e-3)."""
+
+    def loss(k, x0):
+        solution = ja.solve(
+            decay, k, 0.0, 1.5, x0, saveat=[0.5, 1.0, 1.5], rtol=1e-5, atol=1e-5
+        )
+        return solution.cost + jnp.sum(solution.xs**2)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    single = grad(jnp.float32(0.7), X0.astype(jnp.float32))
+    double = grad(jnp.float64(0.7), X0)
+    assert single[0].dtype == jnp.float32 and single[1].dtype == jnp.float32
+    assert max_relative_error(single, double) < 1e-3
+
+
 def test_solution_fields():
     solution = ja.solve(decay, 0.5, 0.0, 1.5, X0, saveat=DECAY_TS, rtol=TOL, atol=TOL)
     assert solution.ts.shape == (3,) and solution.xs.shape == (3, 2)

@@ -83,7 +83,8 @@ class AdjointSteps:
 
         values = jax.vmap(qdot)(fractions)
         return jtu.tree_map(
-            lambda v: h * jnp.tensordot(gauss_weights, v, axes=1), values
+            lambda v: (h * jnp.tensordot(gauss_weights, v, axes=1)).astype(v.dtype),
+            values,
         )
 
     def attempt(self, polynomial, t, w, first, h):
@@ -98,14 +99,18 @@ class AdjointSteps:
             lambda f: jnp.zeros((self.butcher.count,) + f.shape, f.dtype).at[0].set(f),
             wdot,
         )
-        increment = jtu.tree_map(lambda v: h * b[0] * v, qdot)
+        # `q` keeps the parameters' dtypes, whatever the times' (float32 parameters
+        # of a float64 solve).
+        increment = jtu.tree_map(lambda v: (h * b[0] * v).astype(v.dtype), qdot)
 
         def stage(carry, j):
             ks, increment, _ = carry
             y = jtu.tree_map(lambda w, K: w + h * jnp.tensordot(a[j], K, axes=1), w, ks)
             kj, qj = self.rates(polynomial, t + c[j] * h, y)
             ks = jtu.tree_map(lambda K, v: K.at[j].set(v), ks, kj)
-            increment = jtu.tree_map(lambda acc, v: acc + h * b[j] * v, increment, qj)
+            increment = jtu.tree_map(
+                lambda acc, v: acc + (h * b[j] * v).astype(acc.dtype), increment, qj
+            )
             return (ks, increment, qj), None
 
         (ks, increment, q_last), _ = jax.lax.scan(
