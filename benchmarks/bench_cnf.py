@@ -89,19 +89,22 @@ PROBLEM = ja.Problem.explicit(flow)
 
 
 def jadjoint_point(params, x):
+    t0, t1 = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
     solution = ja.solve(
-        PROBLEM, params, 0.0, 1.0, (x, jnp.zeros((), x.dtype)), rtol=TOL, atol=TOL
+        PROBLEM, params, t0, t1, (x, jnp.zeros((), x.dtype)), rtol=TOL, atol=TOL
     )
     z, change = solution.xs
     return log_likelihood(z[-1], change[-1])
 
 
 def diffrax_point(params, x):
+    # Times of the state's dtype: diffrax widens the state to its times' dtype.
+    t0, t1 = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, params: flow(y, params, t)),
         diffrax.Tsit5(),
-        0.0,
-        1.0,
+        t0,
+        t1,
         None,
         (x, jnp.zeros((), x.dtype)),
         args=params,

@@ -5,31 +5,32 @@ solve by the steps' own derivatives, where saved states are differentiated
 The observations' injection (`_injection.py`) needs, on each forward step `k` that
 holds save times, one linearisation of the step's dense information `D_k = D(x_k, p)`
 (`_forward.step_dense_info`, the step size held fixed; the controller is never
-differentiated). That linearisation is transposed at once, batched, for three
-cotangents:
+differentiated). That linearisation is transposed for
 
-- `(w(t_{k+1}), −c̄)` on `(x_{k+1}, C_{k+1})`, the step's end and its cost integral:
-  `(∂x_{k+1}/∂x_k)ᵀ w(t_{k+1}) − c̄ (∂C_{k+1}/∂x_k)ᵀ`, and from the parameters the
-  step's increment of `q`;
-- the same weighted by the embedded pair's `b_error` on the stages `k_j`: the
-  embedded difference `e = Σ_j b_error_j k_j` is linear in the stages, so this is
-  `(∂e/∂x_k)ᵀ (w, −c̄)`, the adjoint's own error estimate on the step;
-- `−D̄_k`, the step's observations: the jump `−x̄_k` of `w` and the observations'
-  share of `q`.
+- `(w(t_{k+1}), −c̄)` on `(x_{k+1}, C_{k+1})`, the step's end and its cost integral,
+  together with `−D̄_k`, the step's observations (the VJP is linear): `w(t_k)` with
+  the observations' jump `−x̄_k` in it, and from the parameters the step's increment
+  of `q`;
+- the same `(w, −c̄)` weighted by the embedded pair's `b_error` on the stages `k_j`:
+  the embedded difference `e = Σ_j b_error_j k_j` is linear in the stages, so this
+  is `(∂e/∂x_k)ᵀ (w, −c̄)`, the adjoint's own error estimate on the step. Only its
+  `x` part is used, so it is a transposition of its own, whose parameter part XLA
+  drops (batched with the first, it computed a parameter cotangent per batch
+  member: a normalising flow's gradient took twice as long).
 
-So a step costs one linearisation, RCA's cost of a step, where the continuous
-adjoint's step costs about one VJP per stage on top of the injection's. Steps without
-observations are carried the same way (two cotangents), so that the loop takes one
-forward step per iteration, as `vmap` wants.
+So a step costs about 1.5 transpositions of one linearisation, where RCA's costs
+one, and the continuous adjoint's step about one VJP per stage on top of the
+injection's. Steps without observations are carried the same way, so that the loop
+takes one forward step per iteration, as `vmap` wants.
 
 The step is kept when the error estimate, divided by `STEP_DERIVATIVE_SLACK`, passes
 diffrax's `PIDController` test on `w` (in the reversed time `τ = −t`). Otherwise, on
 that step only, the continuous adjoint is integrated across it under its own error
 control (`_adjoint_steps.py`), from the step size the controller proposes, and the
-observations' jump applied at `t_k`. On a forward step far outside the adjoint's
-stability region (a fast mode at its equilibrium, which the forward solution does not
-move in), the discrete derivative is unstable, its error estimate is of the size of
-the unstable stability function, and the step falls back.
+observations' jump (their transposition alone) applied at `t_k`. On a forward step
+far outside the adjoint's stability region (a fast mode at its equilibrium, which the
+forward solution does not move in), the discrete derivative is unstable, its error
+estimate is of the size of the unstable stability function, and the step falls back.
 """
 
 import diffrax
@@ -56,6 +57,20 @@ from ._system import AdjointSystem
 # adjoints lost accuracy. The measurements behind the factor are in
 # `docs/choosing.md`.
 STEP_DERIVATIVE_SLACK = 100.0
+
+
+def only_where(run, compute):
+    """`compute()` where `run`, zeros elsewhere: a loop of at most one iteration,
+    so that under `vmap` it runs only when some member needs it (`lax.cond` would
+    run it for all, always)."""
+    zeros = jtu.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(compute))
+    return eqxi.while_loop(
+        lambda carry: carry[0],
+        lambda carry: (jnp.asarray(False), compute()),
+        (jnp.asarray(run), zeros),
+        max_steps=1,
+        kind=loop_kind(),
+    )[1]
 
 
 class BackwardSteps(eqx.Module):
@@ -88,9 +103,9 @@ def carry_by_step_derivatives(
 
     def derivative(k, w, infobar):
         """For forward step `k`: `(x̄, p̄)` of the step's map for the incoming
-        `(w, −c̄)`, the adjoint's error estimate, and `(x̄, p̄)` of the step's
-        observations `infobar` (of the negated cotangent). One linearisation of the
-        map, transposed for the three cotangents at once."""
+        `(w, −c̄)` and the step's observations `infobar` (negated) together, the
+        adjoint's error estimate, the map's VJP and the observations' cotangent.
+        One linearisation of the map, transposed for both."""
         info, t0, t1 = dense_output.step(dense, k)
         x, cost = info["y0"]
 
@@ -107,17 +122,14 @@ def carry_by_step_derivatives(
             """`v` on each stage, weighted by the error estimate's `b_error`."""
             return steps.b_error.astype(v.dtype).reshape((-1,) + (1,) * v.ndim) * v
 
-        cotangents = [
-            dict(zero, y1=incoming),
-            dict(zero, k=jtu.tree_map(error_weighted, incoming)),
-            jtu.tree_map(jnp.negative, infobar),
-        ]
-        stacked = jtu.tree_map(lambda *leaves: jnp.stack(leaves), *cotangents)
-        out = jax.vmap(vjp)(stacked)
-        carried, error, injected = (
-            jtu.tree_map(lambda a, i=i: a[i], out) for i in range(3)
+        observations = jtu.tree_map(jnp.negative, infobar)
+        carried = dict(
+            observations, y1=jtu.tree_map(jnp.add, observations["y1"], incoming)
         )
-        return carried, error[0], injected
+        error_row = dict(zero, k=jtu.tree_map(error_weighted, incoming))
+        # The error estimate's parameter part is not needed: a VJP of its own, whose
+        # parameter cotangent is dropped.
+        return vjp(carried), vjp(error_row)[0], vjp, observations
 
     def across_step(k, w, q, dt, pid, active):
         """The continuous adjoint from `t_{k+1}` to `t_k` under its own error
@@ -158,7 +170,7 @@ def carry_by_step_derivatives(
         infobar = jtu.tree_map(
             lambda a: jnp.where(holds, a[jnp.maximum(slot, 0)], 0), observed.infobar
         )
-        (w_step, q_step), error, (jump, q_jump) = derivative(k, w, infobar)
+        (w_step, q_step), error, vjp, observations = derivative(k, w, infobar)
         t_k, t_after = dense.ts[k], dense.ts[k + 1]
         keep = steps.control(
             t_after, t_k, w, w_step, error, pid, STEP_DERIVATIVE_SLACK
@@ -167,11 +179,12 @@ def carry_by_step_derivatives(
         # estimate.
         _, dt, pid = steps.control(t_after, t_k, w, w_step, error, pid)
         w_across, q_across, pid, accepted, stuck = across_step(k, w, q, dt, pid, ~keep)
+        jump, q_jump = only_where(~keep & holds, lambda: vjp(observations))
         w = jtu.tree_map(
-            lambda a, b, j: jnp.where(keep, a, b) + j, w_step, w_across, jump
+            lambda a, b, j: jnp.where(keep, a, b + j), w_step, w_across, jump
         )
         q = jtu.tree_map(
-            lambda q, d, b, j: jnp.where(keep, q + d, b) + j,
+            lambda q, d, b, j: jnp.where(keep, q + d, b + j),
             q,
             q_step,
             q_across,
