@@ -13,8 +13,9 @@ continuous adjoint, by a loop of our own (`_adjoint_steps.py`) that
 
 Where saved states are differentiated, the adjoint is carried by the forward steps'
 own derivatives instead (`_step_derivatives.py`), which the observations' injection
-needs anyway; without observations that derivative would cost a forward step about
-twice the continuous adjoint's step (its error estimate is a second cotangent).
+needs anyway. Without observations the continuous adjoint is the cheaper: its step
+costs about one VJP per stage, the step's derivative a transposition of the whole
+step and another for its error estimate.
 """
 
 import diffrax

@@ -1,7 +1,6 @@
 """The backward solves of the adjoint over a segment, on diffrax, and the adjoint's
-rates along a forward dense interpolation: the backward pass wherever the
-observations are not injected at forward step starts (`_along_steps.py` is the one
-where they are).
+rates along a forward dense interpolation: the backward pass of solvers other than
+explicit Runge–Kutta ones, whose forward steps `_along_steps.py` follows.
 
 A segment is integrated by one diffrax solve per interval between the save times
 inside it, `w` jumping at each (`_jumps.py`); the step size is carried from one

@@ -13,8 +13,8 @@ step size held fixed). So
 
 The `D̄_k` depend on nothing but the forward solution and are computed for every step
 before the backward loop (`observed_steps`), which folds them into the VJP of each
-step's map that carries `w` across it (`_along_steps.py`). A continuous adjoint that
-ended a step at every save time paid one s-stage step per observation instead. The
+step's map that carries `w` across it (`_step_derivatives.py`). A continuous adjoint
+that ended a step at every save time paid one s-stage step per observation instead. The
 within-step derivative is the forward step's discrete one, consistent to the
 solver's order.
 """
