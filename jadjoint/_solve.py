@@ -27,6 +27,7 @@ from ._results import RESULTS, failure_if, first_failure
 from ._validation import (
     check_inputs,
     check_max_step,
+    check_problem,
     check_progress_meter,
     finite_inputs,
 )
@@ -190,7 +191,9 @@ def solve(
 
     - `problem`: a [`jadjoint.Problem`][].
     - `p`: the parameters: any pytree of floating-point arrays or Python numbers (or
-        `None`). Integer leaves are passed through and not differentiated.
+        `None`). Integer leaves are passed through and not differentiated; other
+        leaves (functions, …) are passed to the problem's functions as they are, so
+        that an equinox model can be `p` (differentiated by `eqx.filter_grad`).
     - `t0`, `t1`: the time interval, `t0 < t1`.
     - `x0`: the initial state (a pytree of floating-point arrays or Python numbers);
         with `problem.g`, the initial guess of the Newton solve of `g(x0, p) = 0`.
@@ -239,6 +242,11 @@ def solve(
             2021.
     """
     p, x0 = parameter_arrays(p), state_arrays(x0)
+    # Leaves of `p` that are not arrays (an equinox model's activation functions)
+    # travel inside the problem; the solve sees the arrays.
+    check_problem(problem)
+    p, static = eqx.partition(p, eqx.is_array)
+    problem = problem.with_static_parameters(static)
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
     # Times wider than the state widen it, as `diffeqsolve` does to its `y0`.
     x0 = jtu.tree_map(lambda leaf: leaf.astype(jnp.result_type(leaf, t0)), x0)

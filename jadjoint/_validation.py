@@ -115,14 +115,18 @@ def check_max_step(dtmax) -> None:
         raise ValueError(f"`dtmax` must be a positive scalar or None, got {dtmax}.")
 
 
+def check_problem(problem) -> None:
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")
+
+
 def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     """Every trace-time check of [`jadjoint.solve`][]'s arguments; returns `t0`, `t1`,
     the save times and `dt0` as arrays of one floating time dtype: that of the times
     and the state together, under JAX's promotion, so that Python numbers as times
     take the state's precision (a float32 state under `jax_enable_x64` keeps float32
     times)."""
-    if not isinstance(problem, Problem):
-        raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")
+    check_problem(problem)
     if not isinstance(adjoint, AbstractAdjointMethod):
         raise TypeError(
             "`adjoint` must be a jadjoint adjoint method such as "

@@ -5,6 +5,7 @@ F(p) = ∫_{t0}^{T} f(x, p, t) dt,   h(x, ẋ, p, t) = 0,   g(x(t0), p) = 0.
 `h` is held as one of the dynamics of `_dynamics.py`, whichever constructor built it.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
@@ -167,6 +168,41 @@ class Problem(eqx.Module):
             check_returns_like_state(
                 self.g, (x0, p), x0, "`g(x0, p)`", "a residual shaped like `x0`"
             )
+
+    def with_static_parameters(self, static: PyTree) -> "Problem":
+        """The problem whose callables take the array leaves of the parameters and
+        call the user's functions with `eqx.combine(p, static)`: `static` holds the
+        parameters' other leaves (an equinox model's activation functions), which
+        then travel inside the problem, not through the solve's `custom_vjp`, as
+        `eqx.filter_grad` and `eqx.filter_jit` treat them. Each callable field is
+        wrapped whole (one that is itself a module, too)."""
+        if not jtu.tree_leaves(static):
+            return self
+
+        def wrapped(fn, position: int):
+            if not callable(fn):
+                return fn
+
+            def with_static(*args):
+                args = list(args)
+                args[position] = eqx.combine(args[position], static)
+                return fn(*args)
+
+            return with_static
+
+        dynamics = self.h
+        for field in dataclasses.fields(dynamics):
+            value = getattr(dynamics, field.name)
+            if callable(value) and not isinstance(value, MassSplit):
+                # Every dynamics callable takes `(…, p, t)`.
+                dynamics = eqx.tree_at(
+                    lambda d, name=field.name: getattr(d, name),
+                    dynamics,
+                    wrapped(value, -2),
+                )
+        f = None if self.f is None else wrapped(self.f, -2)
+        g = None if self.g is None else wrapped(self.g, -1)
+        return Problem(dynamics, f, g)
 
     def closure_converted(self, x: PyTree, p: PyTree, t) -> "Problem":
         """The ODE and its cost with every callable closure-converted at `(x, p, t)`,
