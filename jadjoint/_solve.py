@@ -242,9 +242,9 @@ def solve(
             2021.
     """
     p, x0 = parameter_arrays(p), state_arrays(x0)
+    check_problem(problem)
     # Leaves of `p` that are not arrays (an equinox model's activation functions)
     # travel inside the problem; the solve sees the arrays.
-    check_problem(problem)
     p, static = eqx.partition(p, eqx.is_array)
     problem = problem.with_static_parameters(static)
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)

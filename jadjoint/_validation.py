@@ -125,8 +125,7 @@ def check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver):
     the save times and `dt0` as arrays of one floating time dtype: that of the times
     and the state together, under JAX's promotion, so that Python numbers as times
     take the state's precision (a float32 state under `jax_enable_x64` keeps float32
-    times)."""
-    check_problem(problem)
+    times). `problem` has been checked by `check_problem`."""
     if not isinstance(adjoint, AbstractAdjointMethod):
         raise TypeError(
             "`adjoint` must be a jadjoint adjoint method such as "

@@ -122,8 +122,8 @@ def step_dense_info(
     once, and this function is differentiated once in a gradient and twice in a
     gradient of the gradient. The stages are a `lax.scan`, whose transpose is a
     scan: with the stages written out, XLA fused each stage's transpose with the
-    stages before it and recomputed them, and a vector field with slices (a
-    diffusion stencil) cost five times as much."""
+    stages before it and recomputed them, and the step VJP of a vector field with
+    slices (a diffusion stencil) cost three times as much."""
     stages = Stages(options.solver.tableau)
     y0 = (x, cost)
     h = t1 - t0
