@@ -104,7 +104,7 @@ def integrate_along_steps(
             dt,
             pid,
             crossed,
-            (accepted + keep),
+            accepted + keep,
         )
 
     # The first attempt is the last forward step, whole.

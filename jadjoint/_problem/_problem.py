@@ -193,7 +193,7 @@ class Problem(eqx.Module):
         dynamics = self.h
         for field in dataclasses.fields(dynamics):
             value = getattr(dynamics, field.name)
-            if callable(value) and not isinstance(value, MassSplit):
+            if callable(value):
                 # Every dynamics callable takes `(…, p, t)`.
                 dynamics = eqx.tree_at(
                     lambda d, name=field.name: getattr(d, name),
