@@ -1,5 +1,5 @@
-"""Which way the solve is being differentiated: the diffrax adjoint of the inner
-solves that allows it, and a clear error for forward mode of the `custom_vjp`.
+"""Which way the solve is being differentiated, and the diffrax adjoint of the inner
+solves that allows it.
 
 The forward and backward solves of the adjoint are themselves differentiated when a
 gradient is differentiated again, and diffrax's adjoints differ in what they allow:
@@ -12,13 +12,12 @@ derivative, where they are not differentiated, both run the same `lax.while_loop
 taken.
 """
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
 
 import diffrax
 import jax.extend.core
-import jax.tree_util as jtu
 from jax.interpreters import ad
-from jaxtyping import PyTree
 
 
 def under_forward_mode() -> bool:
@@ -52,31 +51,30 @@ def inner_adjoint() -> diffrax.AbstractAdjoint:
     return diffrax.RecursiveCheckpointAdjoint()
 
 
-FORWARD_MODE = (
-    "jadjoint.solve is differentiated in reverse mode: its derivative is the adjoint "
-    "(a `custom_vjp`), so `jax.jvp` and `jax.jacfwd` of a function of its outputs "
-    "are not supported; use `jax.grad`, `jax.vjp` or `jax.jacrev`. Second "
-    "derivatives work forward over reverse (`jax.hessian(f)`, "
-    "`jax.jvp(jax.grad(f), ...)`, `jadjoint.hvp(f, p, v)`) and reverse over reverse "
-    "(`jax.jacrev(jax.grad(f))`). If this came from `jax.hessian` or `jadjoint.hvp` "
-    "of a `jax.jit`-compiled function, apply `jax.jit` outside instead "
-    "(`jax.jit(jax.hessian(f))`): a forward-mode transformation cannot be seen "
-    "through a `jit` boundary."
-)
+@contextlib.contextmanager
+def outside_linearisation() -> Iterator[None]:
+    """Runs what it encloses in the reverse mode around a linearisation, when a
+    `custom_jvp` rule runs inside one that is itself differentiated in reverse mode
+    (`jax.grad` of a gradient).
 
-# What JAX's error says when a `custom_vjp` is differentiated in forward mode with
-# no JVP tracer among its inputs (under `vmap`, say).
-# `tests/test_differentiation_mode.py` fails if JAX's message no longer says it.
-JAX_FORWARD_MODE_ERROR = "forward-mode autodiff"
-
-
-def reverse_mode_only(fn: Callable, inputs: PyTree):
-    """`fn(inputs)`, with the `TypeError` `FORWARD_MODE` in place of JAX's error when
-    it is differentiated in forward mode (its derivative is a `custom_vjp`)."""
-    try:
-        return fn(inputs)
-    except (TypeError, ValueError) as error:
-        jvp_input = any(isinstance(x, ad.JVPTracer) for x in jtu.tree_leaves(inputs))
-        if jvp_input or JAX_FORWARD_MODE_ERROR in str(error):
-            raise TypeError(FORWARD_MODE) from error
-        raise
+    `jax.linearize` (and so `jax.grad`) runs a `custom_jvp` rule inside a partial
+    evaluation (a `JaxprTrace`), which passes whatever depends on the primals alone
+    on to the enclosing trace. A computation of primals alone can run there
+    directly, with the same result. Through the partial evaluation, the constants
+    of equinox's checkpointed loops reach their reverse rule as Python scalars,
+    which it cannot take, when an enclosing reverse mode (a `LinearizeTrace`)
+    differentiates the loop. Only then: run so under `jax.jit` with a first
+    derivative, a computation left constants that a second call of the compiled
+    function did not pass. `tests/test_differentiation_mode.py` fails if JAX stops
+    naming the traces so."""
+    with jax.extend.core.take_current_trace() as trace:
+        pass
+    parent = getattr(trace, "parent_trace", None)
+    if (
+        type(trace).__name__ == "JaxprTrace"
+        and type(parent).__name__ == "LinearizeTrace"
+    ):
+        with jax.extend.core.set_current_trace(parent):
+            yield
+    else:
+        yield

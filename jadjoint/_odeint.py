@@ -17,7 +17,7 @@ import jax.tree_util as jtu
 from jaxtyping import ArrayLike, PyTree, Real
 
 from ._adjoint import AbstractAdjointMethod, InterpolatingAdjoint
-from ._differentiation_mode import reverse_mode_only, under_forward_mode
+from ._differentiation_mode import under_forward_mode
 from ._inputs import parameter_arrays, state_arrays
 from ._problem import Problem
 from ._solve import solve
@@ -85,7 +85,7 @@ def odeint(
     # `under_forward_mode`): `jax.jit(jax.hessian(F))` still compiles it.
     if under_forward_mode():
         return _odeint(*inputs)
-    return reverse_mode_only(lambda i: _compiled_odeint(*i), inputs)
+    return _compiled_odeint(*inputs)
 
 
 def _odeint(converted, y0, t, args, options, solver, adjoint, throw):

@@ -1,8 +1,11 @@
 """How to integrate: the solver, tolerances and limits shared by the forward and the
 backward solves, and the step-size controller built from them."""
 
+from collections.abc import Callable
+
 import diffrax
 import equinox as eqx
+import jax.lax as lax
 import optimistix as optx
 
 from ._differentiation_mode import under_forward_mode
@@ -21,6 +24,17 @@ class LeadingSeminorm(eqx.Module):
         return optx.rms_norm(y[: self.size])
 
 
+class UndifferentiatedNorm(eqx.Module):
+    """`norm`, its value carrying no derivative: a solve differentiated by `jax.jvp`
+    under a controller with this norm takes its steps as if they were given (their
+    sizes depend on the state only through the error norm)."""
+
+    norm: Callable
+
+    def __call__(self, y):
+        return lax.stop_gradient(self.norm(y))
+
+
 class Options(eqx.Module):
     """How to integrate: shared by the forward and the backward solves."""
 
@@ -32,14 +46,18 @@ class Options(eqx.Module):
     throw: bool = eqx.field(static=True)
     progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter()
     dtmax: float | None = None
+    hold_steps: bool = eqx.field(default=False, static=True)
 
     def controller(
         self, controlled: int | None = None
     ) -> diffrax.AbstractStepSizeController:
         """The step-size controller (steps at most `dtmax` long): diffrax's
         `PIDController`, or the BDF's own; with `controlled`, its error norm sees
-        only the first `controlled` entries of a flat state."""
+        only the first `controlled` entries of a flat state. With `hold_steps` the
+        norm carries no derivative, so neither do the step sizes."""
         norm = optx.rms_norm if controlled is None else LeadingSeminorm(controlled)
+        if self.hold_steps:
+            norm = UndifferentiatedNorm(norm)
         if isinstance(self.solver, BDF):
             return BDFStepSize(
                 rtol=self.rtol, atol=self.atol, norm=norm, dtmax=self.dtmax

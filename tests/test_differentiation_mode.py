@@ -1,20 +1,16 @@
 """What jadjoint reads of JAX's tracing: these fail loudly if JAX changes it.
 
 `under_forward_mode` decides the diffrax adjoint of the inner solves (a wrong answer
-breaks every second derivative); `JAX_FORWARD_MODE_ERROR` is the text of JAX's error
-that jadjoint replaces by its own message.
+breaks every second derivative).
 """
 
 import diffrax
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import pytest
 
-from jadjoint._differentiation_mode import (
-    JAX_FORWARD_MODE_ERROR,
-    inner_adjoint,
-    under_forward_mode,
-)
+from jadjoint._differentiation_mode import inner_adjoint, under_forward_mode
 
 
 def recording(seen: list):
@@ -70,11 +66,20 @@ def test_inner_adjoint_follows_the_mode():
     assert kinds == [diffrax.RecursiveCheckpointAdjoint, diffrax.ForwardMode]
 
 
-def test_jax_names_forward_mode_of_a_custom_vjp():
-    @jax.custom_vjp
-    def f(x):
-        return x
+def test_a_linearised_custom_jvp_rule_runs_in_a_partial_evaluation():
+    """`outside_linearisation` recognises the traces that `jax.grad` of a gradient
+    runs a `custom_jvp` rule in by these names."""
+    seen = []
 
-    f.defvjp(lambda x: (x, None), lambda _, g: (g,))
-    with pytest.raises(TypeError, match=JAX_FORWARD_MODE_ERROR):
-        jax.vmap(lambda x: jax.jvp(f, (x,), (x,))[1])(jnp.ones(2))
+    @jax.custom_jvp
+    def f(x):
+        return x**2
+
+    @f.defjvp
+    def rule(primals, tangents):
+        with jax.extend.core.take_current_trace() as trace:
+            seen.append((type(trace).__name__, type(trace.parent_trace).__name__))
+        return primals[0] ** 2, 2 * primals[0] * tangents[0]
+
+    jax.grad(jax.grad(f))(1.0)
+    assert ("JaxprTrace", "LinearizeTrace") in seen, seen

@@ -99,21 +99,6 @@ def test_newton_failure_for_g_raises():
         jax.jit(lambda x0: ja.solve(problem, None, 0.0, 1.0, x0).xs)(X0)
 
 
-@pytest.mark.parametrize(
-    "transform",
-    [
-        lambda F: jax.jvp(F, (jnp.array(0.5),), (jnp.array(1.0),)),
-        lambda F: jax.jvp(F, (0.5,), (1.0,)),
-        lambda F: jax.jacfwd(F)(jnp.array(0.5)),
-    ],
-    ids=["jvp", "jvp-python-float", "jacfwd"],
-)
-def test_first_order_forward_mode_is_a_clear_error(transform):
-    cost = lambda k: ja.solve(decay, k, 0.0, 1.0, X0).cost
-    with pytest.raises(TypeError, match=r"reverse mode.*forward over reverse"):
-        transform(cost)
-
-
 def test_unknown_keyword_and_complex_parameters():
     with pytest.raises(TypeError, match="unexpected keyword argument 'rtoll'"):
         ja.solve(decay, 0.5, 0.0, 1.0, X0, rtoll=1e-3)

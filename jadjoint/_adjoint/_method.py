@@ -15,9 +15,8 @@ import equinox as eqx
 from jaxtyping import PyTree
 
 from .._backward import AbstractBackwardIntegrator
-from .._differentiation_mode import reverse_mode_only
 from .._forward import AbstractStorage
-from ._custom_vjp import adjoint_solve
+from ._derivatives import adjoint_solve
 
 
 class AbstractAdjointMethod(eqx.Module):
@@ -40,10 +39,7 @@ class AbstractContinuousAdjoint(AbstractAdjointMethod):
     reverse rule of a `custom_vjp`, segment by segment."""
 
     def differentiable_solve(self, problem, p, x0, *, times, prior, dt0, options):
-        inputs = (p, x0, problem, times)
-        return reverse_mode_only(
-            lambda i: adjoint_solve(i, prior, dt0, options, self), inputs
-        )
+        return adjoint_solve((p, x0, problem, times), prior, dt0, options, self)
 
     @abc.abstractmethod
     def storage(self) -> AbstractStorage:

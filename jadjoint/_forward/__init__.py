@@ -9,6 +9,7 @@ from ._integrate import (
     step_dense_info as step_dense_info,
 )
 from ._segments import Segments as Segments
+from ._sensitivities import forward_sensitivities as forward_sensitivities
 from ._storage import (
     AbstractStorage as AbstractStorage,
     SaveTimeStorage as SaveTimeStorage,
