@@ -9,6 +9,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
@@ -88,6 +89,17 @@ def test_lynx_hare_newton_beats_adam_and_writes_its_figure(tmp_path):
     assert newton < 0.5 * first
     assert newton < adam
     assert "beta" in output
+
+
+def test_lynx_hare_least_squares_fits_with_default_options(tmp_path):
+    """Both optimistix solvers, default options (forward-mode Jacobians), reach the
+    same least-squares fit."""
+    output = run_example("lynx_hare_least_squares", tmp_path)
+    fits = re.findall(r"(\S+): loss (\S+) -> (\S+) in", output)
+    assert [name for name, _, _ in fits] == ["Levenberg–Marquardt", "Gauss–Newton"]
+    (_, first, levenberg), (_, _, gauss) = fits
+    assert float(levenberg) < 0.5 * float(first)
+    assert float(gauss) == pytest.approx(float(levenberg), rel=1e-2)
 
 
 def test_sharded_ensemble_fits_on_simulated_devices(tmp_path):
