@@ -99,16 +99,14 @@ def _tangents(inputs_dot, residuals):
 
 @eqxi.filter_primitive_def
 def _tangents_abstract(inputs_dot, residuals):
-    structs = jtu.tree_map(
-        lambda x: (
-            jax.ShapeDtypeStruct(x.shape, x.dtype)
-            if isinstance(x, jax.core.ShapedArray)
-            else x
-        ),
-        (inputs_dot, residuals),
+    """Shaped as the cost and the saved states, which the residuals hold (read off
+    them: tracing the sensitivities for their shapes would add a solve's trace to
+    every gradient's compilation)."""
+    del inputs_dot
+    forward = residuals[0]
+    return jtu.tree_map(
+        lambda a: jax.core.ShapedArray(a.shape, a.dtype), (forward.cost, forward.xs)
     )
-    shapes = eqx.filter_eval_shape(_tangents, *structs)
-    return jtu.tree_map(lambda s: jax.core.ShapedArray(s.shape, s.dtype), shapes)
 
 
 @eqxi.filter_primitive_jvp
