@@ -18,10 +18,12 @@ stopped (the last three carry no tangent). Nothing raises for a failed forward p
 the result reports it (`jadjoint/_results.py`), and the adjoint, whose gradient would
 come from it, raises it.
 
-Linearised (under `jax.linearize`, `jax.grad`, `jax.vjp`), the rule solves through the
-adjoint method's storage, which the transpose sweeps backwards; differentiated
-forwards (`jax.jvp`, `jax.jacfwd`), it integrates the sensitivities with the state in
-one solve and stores nothing.
+The rule solves through the adjoint method's storage, which the transpose sweeps
+backwards. It does so under `jax.jvp` too: it cannot tell a linearisation from a
+`jvp` (under `jax.jit` JAX traces the rule once for both). Evaluated, the map
+integrates the state again with all the tangents (one solve for a `jax.jacfwd`), so
+forward mode costs one solve more than the sensitivities alone
+(`benchmarks/results/forward_cpu.md`).
 
 Inside a transformation JAX may pass a primal that was a Python number as one (a
 `float` subclass), which equinox's filtered transformations take for a static value:
