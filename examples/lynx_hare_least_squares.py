@@ -25,14 +25,8 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import optimistix as optx  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 from lynx_hare import load_pelts, trajectory  # noqa: E402
-
-START = {
-    "log_rates": jnp.log(jnp.array([0.8, 0.04, 0.6, 0.02])),
-    "log_x0": jnp.log(jnp.array([30.0, 4.0])),
-}
-FLAT_START, UNFLATTEN = ravel_pytree(START)
+from lynx_hare_newton import FLAT_START, UNFLATTEN  # noqa: E402
 
 
 def residuals(theta, data):
