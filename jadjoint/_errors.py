@@ -83,7 +83,7 @@ def outcome(value: PyTree, solve_failed, failure: RESULTS) -> RESULTS:
 
 def raise_failure(result: RESULTS, value: PyTree) -> PyTree:
     """`value`, raising `result`'s message at run time if it is a failure. `result`
-    may come out of a differentiated computation (the `custom_vjp`'s outputs): it is
+    may come out of a differentiated computation (the solve's outputs): it is
     held constant, as `error_if` has no derivative rule for its index."""
     result = jtu.tree_map(jax.lax.stop_gradient, result)
     return result.error_if(value, result != RESULTS.successful)

@@ -1,5 +1,5 @@
-"""The adjoint methods, each a way of differentiating a solve, and the `custom_vjp`
-whose reverse rule is the continuous adjoint."""
+"""The adjoint methods, each a way of differentiating a solve, and the solve's
+`custom_jvp`: forward sensitivities forwards, the continuous adjoint in reverse."""
 
 from ._backsolve import BacksolveAdjoint as BacksolveAdjoint
 from ._discretise import DiscretiseThenOptimise as DiscretiseThenOptimise

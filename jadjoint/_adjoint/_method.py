@@ -4,7 +4,7 @@ A continuous adjoint method (`AbstractContinuousAdjoint`) is a pair: a storage (
 the forward pass keeps, the segments the backward pass goes through and the forward
 solution on each; `jadjoint/_forward/_storage.py`) and a backward integrator (how the
 adjoint is integrated over a segment; `jadjoint/_backward/`), chosen once per backward
-pass; the `custom_vjp` (`_custom_vjp.py`) and the backward sweep
+pass; the solve's derivatives (`_derivatives.py`) and the backward sweep
 (`jadjoint/_backward/_sweep.py`) do the rest. [`jadjoint.DiscretiseThenOptimise`][]
 instead differentiates through diffrax's steps.
 """
@@ -36,7 +36,7 @@ class AbstractAdjointMethod(eqx.Module):
 
 class AbstractContinuousAdjoint(AbstractAdjointMethod):
     """A method that integrates [the adjoint ODE][the-adjoint-equations] backwards: the
-    reverse rule of a `custom_vjp`, segment by segment."""
+    transpose of the solve's forward sensitivities, segment by segment."""
 
     def differentiable_solve(self, problem, p, x0, *, times, prior, dt0, options):
         return adjoint_solve((p, x0, problem, times), prior, dt0, options, self)

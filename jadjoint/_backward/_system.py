@@ -58,7 +58,8 @@ class AdjointSystem(eqx.Module):
         cls, bound: BoundProblem, p_perturbed, problem_perturbed, cbar
     ) -> "AdjointSystem":
         """The system of `bound`, differentiated with respect to the leaves of `p`
-        and of the problem that the `custom_vjp` flags as perturbed."""
+        and of the problem that are differentiated (the solve's tangents that are
+        not zero)."""
         spec = bound.perturbed_filter(p_perturbed, problem_perturbed)
         return cls(*eqx.partition(bound, spec), cbar)
 

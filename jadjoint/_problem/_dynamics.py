@@ -33,8 +33,8 @@ from .._results import RESULTS
 
 def closure_converted(fn: Callable | None, *args) -> Callable | None:
     """`fn` closure-converted at `args` (`eqx.filter_closure_convert`): the arrays it
-    closes over become pytree leaves, inputs of the `custom_vjp` that receive
-    gradients. `None` stays `None`."""
+    closes over become pytree leaves, inputs of the solve's `custom_jvp` that
+    receive derivatives. `None` stays `None`."""
     return None if fn is None else eqx.filter_closure_convert(fn, *args)
 
 

@@ -173,7 +173,7 @@ class Problem(eqx.Module):
         """The problem whose callables take the array leaves of the parameters and
         call the user's functions with `eqx.combine(p, static)`: `static` holds the
         parameters' other leaves (an equinox model's activation functions), which
-        then travel inside the problem, not through the solve's `custom_vjp`, as
+        then travel inside the problem, not through the solve's `custom_jvp`, as
         `eqx.filter_grad` and `eqx.filter_jit` treat them. Each callable field is
         wrapped whole (one that is itself a module, too)."""
         if not jtu.tree_leaves(static):
@@ -207,7 +207,7 @@ class Problem(eqx.Module):
     def closure_converted(self, x: PyTree, p: PyTree, t) -> "Problem":
         """The ODE and its cost with every callable closure-converted at `(x, p, t)`,
         so that the arrays they close over become pytree leaves: inputs of the
-        `custom_vjp` that receive gradients. `g` is left out, being solved (and
+        `custom_jvp` that receive derivatives. `g` is left out, being solved (and
         differentiated) before the ODE by optimistix."""
         return Problem(
             self.h.closure_converted(x, p, t), closure_converted(self.f, x, p, t)
