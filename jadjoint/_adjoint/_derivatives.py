@@ -94,8 +94,10 @@ def _adjoint_solve_jvp(primals, tangents, **kwargs):
 
 def _tangents(inputs_dot, residuals):
     """`(Ċ, ẋs)` along `inputs_dot` by the forward sensitivities."""
-    _, _, inputs, dt0, options, _ = residuals
-    _, cost_xs_dot = forward_sensitivities(inputs, inputs_dot, dt0=dt0, options=options)
+    _, bound, inputs, dt0, options, _ = residuals
+    _, cost_xs_dot = forward_sensitivities(
+        bound, inputs, inputs_dot, dt0=dt0, options=options
+    )
     return cost_xs_dot
 
 

@@ -54,11 +54,12 @@ def _dot_rate(rate: PyTree, tangent_time) -> PyTree:
 
 
 def forward_sensitivities(
-    inputs: tuple, tangents: tuple, *, dt0, options: Options
+    bound: BoundProblem, inputs: tuple, tangents: tuple, *, dt0, options: Options
 ) -> tuple[Forward, tuple]:
     """The forward solve of `inputs = (p, x0, problem, (t0, t1, ts))` and the
     tangents `(Ċ, ẋs)` of its cost and saved states along `tangents`, a tree like
-    `inputs` with `None` for zero leaves."""
+    `inputs` with `None` for zero leaves. `bound`: `problem` bound to `p` and
+    prepared for the pass, which gives the times' terms."""
     p, x0, problem, (t0, t1, ts) = inputs
     p_dot, x0_dot, problem_dot, (t0_dot, t1_dot, ts_dot) = tangents
     holding = dataclasses.replace(options, hold_steps=True)
@@ -80,7 +81,6 @@ def forward_sensitivities(
         )
         return forward
 
-    bound = BoundProblem.prepare(problem, p, x0, options)
     if t0_dot is not None:
         rate = _dot_rate(bound.xdot(x0, t0), t0_dot)
         x0_dot = jtu.tree_map(jnp.subtract, _materialised(x0_dot, x0), rate)
