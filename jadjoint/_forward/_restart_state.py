@@ -142,8 +142,10 @@ def following_restart(solution: diffrax.Solution, restart: Restarts, t1):
     dense = solution.interpolation
     accepted = dense.ts_size - 1
     # Where the segment stopped: diffrax saves `t1` only when it gets there, so
-    # elsewhere from the dense output's last step.
-    t_end = dense.ts[accepted]
+    # elsewhere from the dense output's last step; where it took none (a solve of
+    # no length, whose dense output diffrax places at other times), where it began.
+    stepped = accepted >= 1
+    t_end = jnp.where(stepped, dense.ts[accepted], restart.t)
     last_dt = dense.ts[accepted] - dense.ts[jnp.maximum(accepted - 1, 0)]
     short = (solution.result == diffrax.RESULTS.max_steps_reached) & (t_end < t1)
     result = diffrax.RESULTS.where(
@@ -151,11 +153,15 @@ def following_restart(solution: diffrax.Solution, restart: Restarts, t1):
     )
     following = Restarts(
         t=t_end,
-        y=dense_output.evaluate(dense, t_end),
+        y=jtu.tree_map(
+            lambda a, b: jnp.where(stepped, a, b),
+            dense_output.evaluate(dense, t_end),
+            restart.y,
+        ),
         # The first step of the next segment: the last accepted one; after a
         # segment that accepted none, a quarter of its first (diffrax's proposal
         # after a rejection is not saved).
-        dt=jnp.where(accepted >= 1, last_dt, restart.dt / 4),
+        dt=jnp.where(stepped, last_dt, restart.dt / 4),
         step_times=jnp.full_like(restart.step_times, jnp.inf),
         count=restart.count + 1,
         solver_state=None if restart.solver_state is None else solution.solver_state,

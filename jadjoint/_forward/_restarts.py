@@ -67,7 +67,8 @@ def _initial(bound, x0, *, t0, t1, dt0, options, segment_steps) -> Restarts:
     return Restarts(
         t=t0,
         y=y0,
-        dt=t_next - t0,
+        # A solve of no length takes no step, whatever its first step's length.
+        dt=jnp.where(t1 > t0, t_next - t0, 1),
         step_times=jnp.full(segment_steps + 1, jnp.inf, jnp.result_type(t0)),
         count=jnp.zeros((), jnp.int32),
         solver_state=solver_state,
