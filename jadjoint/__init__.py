@@ -10,6 +10,7 @@ from ._adjoint import (
     QuadratureAdjoint as QuadratureAdjoint,
 )
 from ._check_grad import GradCheck as GradCheck, check_grad as check_grad
+from ._events import Event as Event
 from ._hvp import hvp as hvp
 from ._odeint import odeint as odeint
 from ._problem import Problem as Problem

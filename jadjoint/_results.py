@@ -41,6 +41,11 @@ NONFINITE_OUTPUT = (
     "The forward solve produced a non-finite cost or state (NaN or inf): the "
     "solution may blow up on [t0, t1], or `f`, `h` may be undefined there."
 )
+TOO_MANY_EVENTS = (
+    "More events occurred than `max_events` allows: raise `max_events` in "
+    "jadjoint.solve (or check that an event does not fire again at once, at the "
+    "start of the next piece: give it a `direction`)."
+)
 
 
 class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
@@ -56,7 +61,8 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `algebraic_failed`: Newton's method for a DAE's algebraic variables `z` in
         `b(y, z, p, t) = 0` did not converge;
     - `nonfinite_parameters`: `p` or `x0` holds a NaN or an infinity;
-    - `nonfinite_output`: the forward solve gave a non-finite cost or state.
+    - `nonfinite_output`: the forward solve gave a non-finite cost or state;
+    - `too_many_events`: more events occurred than `max_events`.
 
     Compare with `==`, e.g. `solution.result == jadjoint.RESULTS.successful`; a
     `diffrax.RESULTS` item converts with `jadjoint.RESULTS.promote(item)`.
@@ -68,6 +74,7 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     algebraic_failed = ALGEBRAIC_FAILED
     nonfinite_parameters = NONFINITE_PARAMETERS
     nonfinite_output = NONFINITE_OUTPUT
+    too_many_events = TOO_MANY_EVENTS
 
 
 def failure_if(failed, failure: RESULTS) -> RESULTS:

@@ -8,7 +8,7 @@ raised once, at the end."""
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import diffrax
 import equinox as eqx
@@ -19,13 +19,21 @@ from jaxtyping import Array, ArrayLike, PyTree, Real
 
 from ._adjoint import AbstractAdjointMethod, InterpolatingAdjoint
 from ._errors import raise_failure
+from ._events import Event, EventRecord, as_events, check_events, solve_in_pieces
 from ._forward import consistent_initial_state
 from ._inputs import parameter_arrays, state_arrays
 from ._options import Options
-from ._problem import AbstractDAE, Problem, StateSpaceForm, consistent_initialisation
+from ._problem import (
+    AbstractDAE,
+    BoundProblem,
+    Problem,
+    StateSpaceForm,
+    consistent_initialisation,
+)
 from ._results import RESULTS, failure_if, first_failure
 from ._validation import (
     check_inputs,
+    check_max_events,
     check_max_step,
     check_problem,
     check_progress_meter,
@@ -44,12 +52,20 @@ class Solution(eqx.Module):
         has `g`, else the `x0` given. Differentiable.
     - `stats`: forward-solve statistics from diffrax (`num_steps`,
         `num_accepted_steps`, `num_rejected_steps`).
+    - `event_times`: with `events`, the times of the events that occurred, in
+        order, `inf` past the last (shape `(max_events,)`; `(0,)` without
+        events). Differentiable.
+    - `event_states`: the states reaching them, `x(τ⁻)`, each leaf with a leading
+        axis of `max_events`, `inf` past the last. Differentiable.
+    - `event_indices`: which of `events` each was (its index), `-1` past the last.
+    - `num_events`: how many events occurred.
     - `result`: a [`jadjoint.RESULTS`][]: `successful`, or the first failure of the
         solve (a non-finite `p` or `x0`; `g`; the forward integration, or a Newton
-        solve in it; a non-finite cost or state; a DAE's algebraic solve). With
-        `throw=True` (the default) a failure raises instead, so it is always
-        `successful`; with `throw=False` a failed solve's `cost`, `xs` and `x0` are
-        NaN, and so are their gradients.
+        solve in it; locating an event, or more than `max_events` of them; a
+        non-finite cost or state; a DAE's algebraic solve). With `throw=True` (the
+        default) a failure raises instead, so it is always `successful`; with
+        `throw=False` a failed solve's `cost`, `xs`, `x0`, `event_times` and
+        `event_states` are NaN, and so are their gradients.
     """
 
     cost: Array
@@ -58,6 +74,10 @@ class Solution(eqx.Module):
     x0: PyTree
     stats: dict
     result: RESULTS
+    event_times: Array
+    event_states: PyTree
+    event_indices: Array
+    num_events: Array
 
 
 _method_override: contextvars.ContextVar[tuple | None] = contextvars.ContextVar(
@@ -127,6 +147,32 @@ def _solve_ode(problem, p, x0, times, prior, dt0, options, adjoint):
     return cost, xs, stats, result
 
 
+def _solve_with_events(
+    problem, p, x0, times, prior, dt0, options, adjoint, events, max_events
+):
+    """The ODE `problem` from `x0` with `events` (at most `max_events`), as
+    pieces between them (`jadjoint/_events/_pieces.py`): `(cost, xs, stats, result,
+    record)`."""
+    t0 = times[0]
+    events = tuple(event.closure_converted(x0, p, t0) for event in events)
+    bound = BoundProblem.prepare(problem.closure_converted(x0, p, t0), p, x0, options)
+
+    def solve_piece(x, piece_times, prior):
+        return _solve_ode(problem, p, x, piece_times, prior, dt0, options, adjoint)
+
+    return solve_in_pieces(
+        solve_piece,
+        bound,
+        events,
+        x0,
+        times=times,
+        prior=prior,
+        dt0=dt0,
+        options=options,
+        max_events=max_events,
+    )
+
+
 def _solve_dae(problem, p, x0, times, prior, dt0, options, adjoint):
     """An index-1 DAE: consistent `(y0, z0)`, the state-space ODE in `y` solved as
     an ODE, and the user's states `x = (y, z(y))` at the save times."""
@@ -182,6 +228,8 @@ def solve(
     max_steps: int = 4096,
     throw: bool = True,
     progress_meter: diffrax.AbstractProgressMeter = diffrax.NoProgressMeter(),
+    events: Event | Sequence[Event] | None = None,
+    max_events: int = 16,
 ) -> Solution:
     """Solve `h(x, ẋ, p, t) = 0` on `[t0, t1]` from the initial condition, and return
     the cost `∫ f dt` and the states at `saveat`, differentiable by the continuous
@@ -221,7 +269,14 @@ def solve(
         raises: `Solution.result` says what failed, and the outputs of a failed
         solve and their gradients are NaN.
     - `progress_meter`: a diffrax progress meter, e.g. `diffrax.TqdmProgressMeter()`
-        (needs tqdm): a bar for the forward solve and one for the backward pass.
+        (needs tqdm): a bar for the forward solve and one for the backward pass
+        (with events: for each piece between them).
+    - `events`: a [`jadjoint.Event`][] or a sequence of them: zero crossings of a
+        condition that reset the state or end the solve, differentiable (their
+        times too). Not for the DAE forms.
+    - `max_events`: the most events the solve may meet; one more is a failure
+        (`too_many_events`). Each allowed event costs one more piece of solve (an
+        empty one when it does not occur), compiled once.
 
     **Returns:** a [`jadjoint.Solution`][].
 
@@ -243,10 +298,13 @@ def solve(
     """
     p, x0 = parameter_arrays(p), state_arrays(x0)
     check_problem(problem)
+    events = as_events(events)
+    check_max_events(max_events)
     # Leaves of `p` that are not arrays (an equinox model's activation functions)
     # travel inside the problem; the solve sees the arrays.
     p, static = eqx.partition(p, eqx.is_array)
     problem = problem.with_static_parameters(static)
+    events = tuple(event.with_static_parameters(static) for event in events)
     t0, t1, ts, dt0 = check_inputs(problem, p, t0, t1, x0, saveat, dt0, adjoint, solver)
     # Times wider than the state widen it, as `diffeqsolve` does to its `y0`.
     x0 = jtu.tree_map(lambda leaf: leaf.astype(jnp.result_type(leaf, t0)), x0)
@@ -266,6 +324,14 @@ def solve(
         dtmax=dtmax,
     )
     times = (t0, t1, ts)
+    record = EventRecord.empty(x0, t0)
+    if events:
+        if isinstance(problem.h, AbstractDAE):
+            raise ValueError(
+                "`events` are not supported for the DAE forms "
+                "(Problem.semi_explicit, a singular mass matrix)."
+            )
+        check_events(events, x0, p, t0)
     if isinstance(problem.h, AbstractDAE):
         cost, xs, x0, stats, result = _solve_dae(
             problem, p, x0, times, result, dt0, options, adjoint
@@ -276,11 +342,29 @@ def solve(
                 *consistent_initial_state(problem.g, x0, p, newton_tol), throw
             )
             result = first_failure(result, initialised)
-        cost, xs, stats, result = _solve_ode(
-            problem, p, x0, times, result, dt0, options, adjoint
-        )
+        if events:
+            cost, xs, stats, result, record = _solve_with_events(
+                problem, p, x0, times, result, dt0, options, adjoint, events, max_events
+            )
+        else:
+            cost, xs, stats, result = _solve_ode(
+                problem, p, x0, times, result, dt0, options, adjoint
+            )
+    outputs = (cost, xs, x0, record.times, record.states)
     if throw:
-        cost, xs, x0 = raise_failure(result, (cost, xs, x0))
+        outputs = raise_failure(result, outputs)
     else:
-        cost, xs, x0 = _nan_if(result != RESULTS.successful, (cost, xs, x0))
-    return Solution(cost=cost, ts=ts, xs=xs, x0=x0, stats=stats, result=result)
+        outputs = _nan_if(result != RESULTS.successful, outputs)
+    cost, xs, x0, event_times, event_states = outputs
+    return Solution(
+        cost=cost,
+        ts=ts,
+        xs=xs,
+        x0=x0,
+        stats=stats,
+        result=result,
+        event_times=event_times,
+        event_states=event_states,
+        event_indices=record.indices,
+        num_events=record.count,
+    )

@@ -115,6 +115,17 @@ def check_max_step(dtmax) -> None:
         raise ValueError(f"`dtmax` must be a positive scalar or None, got {dtmax}.")
 
 
+def check_max_events(max_events) -> None:
+    if (
+        isinstance(max_events, bool)
+        or not isinstance(max_events, int)
+        or max_events < 1
+    ):
+        raise ValueError(
+            f"`max_events` must be a positive Python int, got {max_events!r}."
+        )
+
+
 def check_problem(problem) -> None:
     if not isinstance(problem, Problem):
         raise TypeError(f"`problem` must be a jadjoint.Problem, got {problem!r}.")

@@ -32,6 +32,7 @@ LAYERS = [
     {"_forward"},
     {"_backward"},
     {"_adjoint"},
+    {"_events"},
     {"_validation", "_solve", "_odeint", "_check_grad", "_hvp", "__init__"},
 ]
 

@@ -30,7 +30,9 @@ class Forward(eqx.Module):
         diffrax's; after `reported`, with what came before and a non-finite output;
     - `dense`: the dense interpolation (`diffrax.DenseInterpolation`), when asked
         for; else `None`. Solved in segments (`_restarts.py`), the last segment's;
-    - `restarts`: then the solver state at each segment's start; else `None`."""
+    - `restarts`: then the solver state at each segment's start; else `None`;
+    - `event_mask`: with an event, which of its conditions ended the solve (as
+        `diffrax.Solution.event_mask`); else `None`."""
 
     cost: Array
     xs: PyTree
@@ -40,6 +42,7 @@ class Forward(eqx.Module):
     result: RESULTS
     dense: diffrax.DenseInterpolation | None
     restarts: PyTree = None
+    event_mask: PyTree = None
 
     def reported(self, prior: RESULTS) -> "Forward":
         """This solve with `result` the first failure of `prior` (what came before
@@ -74,11 +77,14 @@ def integrate(
     options: Options,
     dense: bool,
     adjoint: diffrax.AbstractAdjoint | None = None,
+    event: diffrax.Event | None = None,
 ) -> Forward:
     """Solve the ODE `bound.problem` from `x0` at `t0` to `t1`, keeping the states at
-    `ts` (and the dense interpolation when `dense`). Newton for an implicit `h` starts
-    from `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
-    differentiation mode allows; `_differentiation_mode.py`)."""
+    `ts` (none if `None`) and the dense interpolation when `dense`. Newton for an
+    implicit `h` starts from `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
+    differentiation mode allows; `_differentiation_mode.py`). `event`: a
+    `diffrax.Event` (its conditions see the augmented state `(x, cost)`) that ends
+    the solve where it occurs, which is then `t_last` and `successful`."""
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
@@ -94,8 +100,14 @@ def integrate(
         adjoint=inner_adjoint() if adjoint is None else adjoint,
         throw=False,
         progress_meter=options.progress_meter,
+        event=event,
     )
     states, costs = solution.ys
+    result = diffrax.RESULTS.where(
+        solution.result == diffrax.RESULTS.event_occurred,
+        diffrax.RESULTS.successful,
+        solution.result,
+    )
     return Forward(
         cost=costs[-1],
         xs=jtu.tree_map(lambda a: a[:-1], states),
@@ -103,8 +115,9 @@ def integrate(
         t_last=solution.ts[-1],
         x_last=jtu.tree_map(lambda a: a[-1], states),
         stats={key: solution.stats[key] for key in STATISTICS},
-        result=RESULTS.promote(solution.result),
+        result=RESULTS.promote(result),
         dense=solution.interpolation if dense else None,
+        event_mask=solution.event_mask,
     )
 
 

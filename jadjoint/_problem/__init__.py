@@ -6,5 +6,9 @@ from ._dae import (
     StateSpaceForm as StateSpaceForm,
     consistent_initialisation as consistent_initialisation,
 )
-from ._dynamics import AbstractDAE as AbstractDAE, Solving as Solving
+from ._dynamics import (
+    AbstractDAE as AbstractDAE,
+    Solving as Solving,
+    closure_converted as closure_converted,
+)
 from ._problem import Problem as Problem
