@@ -81,10 +81,11 @@ def integrate(
 ) -> Forward:
     """Solve the ODE `bound.problem` from `x0` at `t0` to `t1`, keeping the states at
     `ts` (none if `None`) and the dense interpolation when `dense`. Newton for an
-    implicit `h` starts from `ẋ = 0`. `adjoint`: how diffrax differentiates the solve (default: as the
-    differentiation mode allows; `_differentiation_mode.py`). `event`: a
-    `diffrax.Event` (its conditions see the augmented state `(x, cost)`) that ends
-    the solve where it occurs, which is then `t_last` and `successful`."""
+    implicit `h` starts from `ẋ = 0`. `adjoint`: how diffrax differentiates the
+    solve (default: as the differentiation mode allows; `_differentiation_mode.py`).
+    `event`: a `diffrax.Event` (its conditions see the augmented state `(x, cost)`)
+    that ends the solve where it occurs, which is then `t_last` and
+    `successful`."""
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
