@@ -13,11 +13,16 @@ taken.
 """
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 
 import diffrax
 import jax.extend.core
 from jax.interpreters import ad
+
+_forward_mode_outside: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "jadjoint_forward_mode_outside", default=False
+)
 
 
 def under_forward_mode() -> bool:
@@ -28,13 +33,28 @@ def under_forward_mode() -> bool:
     (`jax.extend.core.take_current_trace`) and each trace's `parent_trace`. It cannot
     see through a `jax.jit` boundary, so `jax.hessian(jax.jit(F))` fails where
     `jax.jit(jax.hessian(F))` works. `tests/test_differentiation_mode.py` fails if
-    JAX stops exposing this."""
+    JAX stops exposing this. Nor can it see into a loop's body, which JAX traces
+    on its own: there `seen_inside_loop` carries it in."""
+    if _forward_mode_outside.get():
+        return True
     with jax.extend.core.take_current_trace() as trace:
         while trace is not None:
             if isinstance(trace, ad.JVPTrace):
                 return True
             trace = getattr(trace, "parent_trace", None)
     return False
+
+
+@contextlib.contextmanager
+def seen_inside_loop() -> Iterator[None]:
+    """Around a `lax.scan` whose body holds solves: the differentiation mode of the
+    scan, which JAX applies to the body after tracing it on its own (within the
+    same call), seen by `under_forward_mode` inside the body too."""
+    token = _forward_mode_outside.set(under_forward_mode())
+    try:
+        yield
+    finally:
+        _forward_mode_outside.reset(token)
 
 
 def loop_kind() -> str:

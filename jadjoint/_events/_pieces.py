@@ -4,8 +4,8 @@ Each piece is an ordinary differentiable solve (the adjoint method's, as without
 events) from where the last piece left off (`t_k`, `x_k⁺`) to the first event after
 it, `τ*`, located by an undifferentiated solve with a `diffrax.Event` (optimistix's
 Newton on the step's dense output). The event time is then made differentiable by
-the implicit function theorem on `condition(x(τ), p, τ) = 0`, to first order in
-`δ = τ − τ*` (a value of zero carrying `dτ`):
+the implicit function theorem on `condition(x(τ), p, τ) = 0`, in `δ = τ − τ*` (a
+value of zero carrying `dτ`); to first order:
 
     δ = −(condition(x(τ*), p, τ*) − its value) / ė,   ė = condition_t + condition_x ẋ
     x(τ⁻) = x(τ*) + ẋ δ,   ∫^τ f dt = ∫^{τ*} f dt + f δ,   x(τ⁺) = update(x(τ⁻), p, τ)
@@ -17,11 +17,13 @@ every event (`docs/how-it-works.md`), for every adjoint method and in forward mo
 without a rule of its own.
 
 A loop of our own because diffrax's events only terminate: the pieces are a
-`lax.scan` of `max_events + 1` pieces (one compilation whatever their number);
-a piece after the solve has ended (reached `t1` or a terminating event) has no
-length, and its outputs are masked out. Each piece keeps all the save times, those
-outside it moved to its ends (the solve allows repeated save times) and masked out:
-a piece's outputs have a fixed shape, whatever the events do.
+`lax.scan` of `max_events + 1` pieces (one compilation whatever their number); a
+piece after the solve has ended (reached `t1` or a terminating event) spans a few
+rounding units past the end, and its outputs are masked out. Each piece keeps all
+the save times, those outside it moved to its ends (the solve allows repeated save
+times) and masked out: a piece's outputs have a fixed shape, whatever the events
+do. The terms in `δ` are taken to second order, and `δ` by two chord steps, so that
+second derivatives are exact too.
 """
 
 from collections.abc import Callable
@@ -35,6 +37,7 @@ import jax.tree_util as jtu
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
+from .._differentiation_mode import seen_inside_loop
 from .._forward import integrate
 from .._options import Options
 from .._problem import BoundProblem
@@ -91,6 +94,9 @@ def _located(
             lambda o: o.progress_meter, options, diffrax.NoProgressMeter()
         ),
         dense=False,
+        # Nothing here is differentiated: diffrax's plain loop, which a
+        # derivative of any order passes through (its default is a `custom_vjp`).
+        adjoint=diffrax.ForwardMode(),
         event=diffrax.Event(
             [condition(event) for event in events],
             finder,
@@ -104,34 +110,53 @@ def _located(
 
 def _jumped(bound: BoundProblem, events, which, hit, x_end, tau_star, cost):
     """`(τ, x(τ⁻), x(τ⁺), cost)` at the end of a piece from its state `x_end` and
-    cost at `τ*`: the module docstring's first-order terms in `δ`, and the update of
-    event `which` where `hit`; `(τ*, x_end, x_end, cost)` elsewhere."""
+    cost at `τ*`: the module docstring's terms in `δ`, to second order, and the
+    update of event `which` where `hit`; `(τ*, x_end, x_end, cost)` elsewhere."""
+    one = jnp.ones_like(tau_star)
     xdot = bound.xdot(x_end, tau_star)
-    index = jnp.maximum(which, 0)
+    _, xddot = jax.jvp(bound.xdot, (x_end, tau_star), (xdot, one))
+    rate, rate_dot = jax.jvp(bound.cost_rate, (x_end, tau_star), (xdot, one))
+
+    def moved(delta):
+        """The state and the cost at `τ* + δ`, to second order in `δ`."""
+        x = jtu.tree_map(
+            lambda x, v, a: (
+                x + (v + a * delta.astype(x.dtype) / 2) * delta.astype(x.dtype)
+            ),
+            x_end,
+            xdot,
+            xddot,
+        )
+        delta = delta.astype(cost.dtype)
+        return x, cost + (rate + rate_dot * delta / 2) * delta
 
     def offset(event: Event):
-        def rate(x, t):
-            return event.condition(x, bound.p, t)
+        def residual(delta):
+            return event.condition(moved(delta)[0], bound.p, tau_star + delta)
 
-        value, crossing = jax.jvp(
-            rate, (x_end, tau_star), (xdot, jnp.ones_like(tau_star))
-        )
+        zero = jnp.zeros_like(tau_star)
+        value, crossing = jax.jvp(residual, (zero,), (one,))
         # Elsewhere `ė` may be zero: no NaN in the derivative of what is dropped.
         crossing = jnp.where(hit, lax.stop_gradient(crossing), 1)
-        return -(value - lax.stop_gradient(value)) / crossing
+        # Two chord steps from `δ = 0` on the located root (whose residual, the
+        # root finder's tolerance, is taken off): `δ`'s first and second
+        # derivatives exact, its value zero.
+        delta = zero
+        for _ in range(2):
+            delta = delta - (residual(delta) - lax.stop_gradient(value)) / crossing
+        return delta
 
-    delta = lax.switch(index, [lambda e=event: offset(e) for event in events])
+    delta = lax.switch(jnp.maximum(which, 0), [lambda e=e: offset(e) for e in events])
     delta = jnp.where(hit, delta, 0)
     tau = tau_star + delta
-    x_minus = jtu.tree_map(lambda x, v: x + v * delta.astype(x.dtype), x_end, xdot)
-    cost = cost + bound.cost_rate(x_end, tau_star) * delta.astype(cost.dtype)
+    x_minus, cost = moved(delta)
 
     def updated(event: Event):
         if event.update is None:
             return x_minus
         return event.update(x_minus, bound.p, tau)
 
-    x_plus = lax.switch(index, [lambda e=event: updated(e) for event in events])
+    x_plus = lax.switch(jnp.maximum(which, 0), [lambda e=e: updated(e) for e in events])
     x_plus = jtu.tree_map(lambda a, b: jnp.where(hit, a, b), x_plus, x_minus)
     return tau, x_minus, x_plus, cost
 
@@ -158,7 +183,13 @@ def solve_in_pieces(
 
     def piece(carry, _):
         t_start, x_start, done, result = carry
-        t_end = jnp.where(done, t_start, t1)
+        # A piece after the end spans a few rounding units: under `vmap` a member
+        # whose solve has no length would run its batch's backward loops on a
+        # dense output with no step, whose times are not finite.
+        after_end = t_start + 16 * jnp.finfo(t_start.dtype).eps * jnp.maximum(
+            jnp.abs(t_start), 1
+        )
+        t_end = jnp.where(done, after_end, t1)
         tau_star, which, located = _located(
             bound, events, x_start, t0=t_start, t1=t_end, dt0=dt0, options=options
         )
@@ -192,7 +223,8 @@ def solve_in_pieces(
         return (tau, x_plus, ended, result), outputs
 
     start = (t0, x0, jnp.asarray(False), prior)
-    (_, _, _, result), pieces = lax.scan(piece, start, None, length=max_events + 1)
+    with seen_inside_loop():
+        (_, _, _, result), pieces = lax.scan(piece, start, None, length=max_events + 1)
     result = first_failure(
         result, failure_if(pieces["hit"][-1], RESULTS.too_many_events)
     )
