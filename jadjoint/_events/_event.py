@@ -60,7 +60,7 @@ class Event(eqx.Module):
                 "An `Event` with `terminate=True` ends the solve, so it takes no "
                 "`update`."
             )
-        if self.direction not in (None, True, False):
+        if not (self.direction is None or isinstance(self.direction, bool)):
             raise ValueError(
                 "`Event.direction` must be `None`, `True` (upcrossings) or `False` "
                 f"(downcrossings), got {self.direction!r}."

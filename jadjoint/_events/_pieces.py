@@ -78,9 +78,27 @@ def _located(
     """`(τ*, which, result)`: the first event in `(t0, t1]` from `x` at `t0` and its
     index (`-1` if none occurs), undifferentiated."""
     bound, events, x, t0, t1 = _stopped((bound, events, x, t0, t1))
+    xdot = bound.xdot(x, t0)
+    # A zero within the root finder's tolerance of the start is the event just
+    # handled (a dose at `t_d` seen again from `t_d`, a ball on the floor): there
+    # the condition counts with the sign it takes on from the start.
+    near = 10 * options.newton_tol * (1 + jnp.abs(t0))
 
     def condition(event: Event) -> Callable:
-        return lambda t, y, args, **_: event.condition(y[0], args.p, t)
+        def rate(x, t):
+            return event.condition(x, bound.p, t)
+
+        value, heading = jax.jvp(rate, (x, t0), (xdot, jnp.ones_like(t0)))
+        tiny = jnp.finfo(jnp.result_type(value)).tiny
+        at_zero = jnp.abs(value) <= near * jnp.abs(heading)
+        start = jnp.where(at_zero, jnp.sign(heading) * (jnp.abs(value) + tiny), value)
+
+        def cond_fn(t, y, args, **_):
+            value = jnp.where(t == t0, start, event.condition(y[0], args.p, t))
+            # In the default float dtype, as diffrax's root find assumes.
+            return value.astype(jnp.result_type(float))
+
+        return cond_fn
 
     finder = optx.Newton(rtol=options.newton_tol, atol=options.newton_tol)
     located = integrate(
