@@ -40,11 +40,11 @@ class Event(eqx.Module):
     condition crosses zero, the event time moves by `dτ = −(condition_x dx⁻ +
     condition_p dp) / ė`, and the state after it by `dx⁺ = update_x (dx⁻ + ẋ⁻ dτ)
     + update_p dp + update_t dτ`, where `dx⁻` is the change of the state at the
-    fixed time `τ`. Through the adjoint these are the jump conditions
-    `w(τ⁻) = update_xᵀ w(τ⁺) + τ_xᵀ c` (with `c` the change of the Hamiltonian
-    across `τ`) of `docs/how-it-works.md`; differentiating the composition of the
-    pieces between the events gives exactly them. A grazing crossing (`ė = 0`) has
-    no derivative.
+    fixed time `τ`. In the adjoint these are the jump conditions of
+    [How it works](../how-it-works.md#events), which the solve gets by
+    differentiating the pieces between the events, for every adjoint method, in
+    forward mode and to second order. A grazing crossing (`ė = 0`) has no
+    derivative.
     """
 
     condition: Callable

@@ -236,7 +236,7 @@ def solve_in_pieces(
             x_minus=x_minus,
             hit=hit,
             which=which,
-            stats=stats,
+            stats={key: jnp.where(done, 0, value) for key, value in stats.items()},
         )
         return (tau, x_plus, ended, result), outputs
 
