@@ -200,9 +200,11 @@ def plot(curve, log_rates, schedules, path):
     solve = jax.jit(lambda theta: regimen(as_schedule(theta), log_rates, saveat=fine))
     for (label, theta), style in zip(schedules.items(), ["--", "-"], strict=True):
         solution = solve(theta)
-        right.plot(fine, solution.xs[:, 1], style, label=label)
+        (line,) = right.plot(fine, solution.xs[:, 1], style, label=label)
         given = np.asarray(solution.event_times[: int(solution.num_events)])
-        right.plot(given, np.full_like(given, 1.0), "|", markersize=12)
+        right.plot(
+            given, np.full_like(given, 1.0), "|", markersize=12, color=line.get_color()
+        )
     right.axhspan(*WINDOW, color="C2", alpha=0.15, label="therapeutic window")
     right.set_xlabel("hours")
     right.set_title("Doses (ticks) scheduled through their events")
