@@ -321,6 +321,15 @@ def dosing_loss(p, adjoint):
     return jnp.sum((solution.xs[:, 0] - DATA) ** 2) + solution.cost, solution
 
 
+@pytest.fixture(scope="module")
+def dosing_reference():
+    """Central differences of the dosing loss (one compiled forward solve for every
+    method: without a derivative the methods solve alike), and its solution."""
+    forward = jax.jit(lambda p: dosing_loss(p, ja.InterpolatingAdjoint()))
+    reference = central_difference(lambda p: forward(p)[0], DOSING_P, step=1e-6)
+    return reference, forward(DOSING_P)[1]
+
+
 @pytest.mark.parametrize(
     "adjoint",
     [
@@ -331,12 +340,10 @@ def dosing_loss(p, adjoint):
     ],
     ids=lambda a: type(a).__name__,
 )
-def test_threshold_dosing_every_method_against_differences(adjoint):
-    forward = jax.jit(lambda p: dosing_loss(p, adjoint))
+def test_threshold_dosing_every_method_against_differences(adjoint, dosing_reference):
+    reference, solution = dosing_reference
     gradient = jax.jit(jax.grad(lambda p: dosing_loss(p, adjoint)[0]))(DOSING_P)
-    reference = central_difference(lambda p: forward(p)[0], DOSING_P, step=1e-6)
     assert max_relative_error(gradient, reference) < 1e-5
-    _, solution = forward(DOSING_P)
     # `c` halves-ish between doses: 1 → 0.3 takes ln(1/0.3)/k ≈ 2.4, then
     # ln(1.1/0.3)/k ≈ 2.6 each.
     assert solution.num_events == 3
