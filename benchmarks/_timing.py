@@ -25,6 +25,20 @@ def median_time(fn, p, repeats: int, *, warmup: bool = True) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(functions: dict, argument, rounds: int) -> dict:
+    """Median wall time (s) of each of `functions` at `argument`, the calls
+    interleaved over `rounds` rounds, each function compiled and run once first."""
+    for fn in functions.values():
+        jax.block_until_ready(fn(argument))
+    times = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(argument))
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def in_fresh_process(script: str, *arguments: str):
     """Run `python script --one *arguments` with one thread and return the JSON
     value its last line prints."""

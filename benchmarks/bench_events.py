@@ -33,12 +33,11 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optimistix as optx  # noqa: E402
+from _timing import interleaved_medians  # noqa: E402
 
 import jadjoint as ja  # noqa: E402
 
@@ -53,38 +52,34 @@ def falling(x, p, t):
     return jnp.stack([x[1], -p[0] * jnp.ones_like(x[1])])
 
 
-def ball_loss(theta):
-    solution = ja.solve(
+def ball_solution(theta, saveat, event, max_events):
+    return ja.solve(
         ja.Problem.explicit(falling),
         theta[:2],
         0.0,
         T_BALL,
         jnp.stack([theta[2], 0.0]),
-        saveat=TS_BALL,
-        events=ja.Event(
-            lambda x, p, t: x[0],
-            lambda x, p, t: jnp.stack([x[0], -p[1] * x[1]]),
-            direction=False,
-        ),
-        max_events=4,
+        saveat=saveat,
+        events=event,
+        max_events=max_events,
         **TOL,
     )
+
+
+def ball_loss(theta):
+    bounce = ja.Event(
+        lambda x, p, t: x[0],
+        lambda x, p, t: jnp.stack([x[0], -p[1] * x[1]]),
+        direction=False,
+    )
+    solution = ball_solution(theta, TS_BALL, bounce, max_events=4)
     times = jnp.where(jnp.isfinite(solution.event_times), solution.event_times, 0.0)
     return jnp.sum(times) + jnp.sum(solution.xs[:, 0] ** 2)
 
 
 def drop_loss_jadjoint(theta):
-    solution = ja.solve(
-        ja.Problem.explicit(falling),
-        theta[:2],
-        0.0,
-        T_BALL,
-        jnp.stack([theta[2], 0.0]),
-        saveat=TS_DROP,
-        events=ja.Event(lambda x, p, t: x[0], terminate=True),
-        max_events=1,
-        **TOL,
-    )
+    impact = ja.Event(lambda x, p, t: x[0], terminate=True)
+    solution = ball_solution(theta, TS_DROP, impact, max_events=1)
     return solution.event_times[0] + jnp.sum(solution.xs[:, 0] ** 2)
 
 
@@ -165,16 +160,9 @@ def relative_error(a, b):
 
 
 def timed(functions: dict, theta, rounds: int) -> dict:
-    """Medians (ms) of interleaved calls, each compiled and run once first."""
-    for fn in functions.values():
-        jax.block_until_ready(fn(theta))
-    samples = {name: [] for name in functions}
-    for _ in range(rounds):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(theta))
-            samples[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
+    """Medians (ms) of interleaved calls."""
+    medians = interleaved_medians(functions, theta, rounds)
+    return {name: 1e3 * seconds for name, seconds in medians.items()}
 
 
 def main(rounds: int):

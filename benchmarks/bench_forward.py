@@ -27,8 +27,6 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -38,6 +36,7 @@ from _problems import (  # noqa: E402
     lotka_volterra,
     neural_spiral,
 )
+from _timing import interleaved_medians  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import jadjoint as ja  # noqa: E402
@@ -100,18 +99,6 @@ def jacobians(problem, p, x0, subset: int | None = None):
     return compiled, argument
 
 
-def interleaved(compiled: dict, argument, rounds: int) -> dict:
-    for fn in compiled.values():
-        jax.block_until_ready(fn(argument))
-    times = {name: [] for name in compiled}
-    for _ in range(rounds):
-        for name, fn in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(argument))
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def reference(problem, p, x0):
     states = diffrax_states(problem, diffrax.ForwardMode(), 1e-12, 1e-12)
     theta, of_theta = flat(states, p, x0)
@@ -121,7 +108,7 @@ def reference(problem, p, x0):
 def table(title, problem, p, x0, rounds):
     compiled, theta = jacobians(problem, p, x0)
     exact = reference(problem, p, x0)
-    medians = interleaved(compiled, theta, rounds)
+    medians = interleaved_medians(compiled, theta, rounds)
     peer = medians["diffrax ForwardMode jacfwd"]
     print(f"\n{title}: {theta.size} parameters, {exact.shape[0]} outputs")
     print("| method | time (ms) | × diffrax ForwardMode | error |")
@@ -140,7 +127,7 @@ def sweep(problem, p, x0, rounds, sizes):
     print("|---|---|---|---|")
     for k in sizes:
         compiled, head = jacobians(problem, p, x0, subset=k)
-        medians = interleaved(compiled, head, rounds)
+        medians = interleaved_medians(compiled, head, rounds)
         row = " | ".join(f"{1e3 * t:.2f}" for t in medians.values())
         print(f"| {k} | {row} |")
 

@@ -167,7 +167,9 @@ def optimise(log_rates, steps):
     for _ in range(steps):
         theta, state, value = step(theta, state)
         losses.append(float(value))
-    losses.append(float(jax.jit(loss)(theta)))
+    # The loss at the last `theta`: one more step's value (its update dropped), so
+    # that the loss alone is not compiled as well.
+    losses.append(float(step(theta, state)[2]))
     return start, theta, losses
 
 
