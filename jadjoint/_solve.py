@@ -273,7 +273,8 @@ def solve(
         (with events: for each piece between them).
     - `events`: a [`jadjoint.Event`][] or a sequence of them: zero crossings of a
         condition that reset the state or end the solve, differentiable (their
-        times too). Not for the DAE forms.
+        times too). A save time equal to an event's time gets the state after the
+        event, `x(τ⁺)`. Not for the DAE forms.
     - `max_events`: the most events the solve may meet; one more is a failure
         (`too_many_events`). Each allowed event costs one more piece of solve (an
         empty one when it does not occur), compiled once.

@@ -131,8 +131,8 @@ def _jumped(bound: BoundProblem, events, which, hit, x_end, tau_star, cost):
     cost at `τ*`: the module docstring's terms in `δ`, to second order, and the
     update of event `which` where `hit`; `(τ*, x_end, x_end, cost)` elsewhere."""
     one = jnp.ones_like(tau_star)
-    xdot = bound.xdot(x_end, tau_star)
-    _, xddot = jax.jvp(bound.xdot, (x_end, tau_star), (xdot, one))
+    xdot, xdot_linearised = jax.linearize(bound.xdot, x_end, tau_star)
+    xddot = xdot_linearised(xdot, one)
     rate, rate_dot = jax.jvp(bound.cost_rate, (x_end, tau_star), (xdot, one))
 
     def moved(delta):
@@ -227,7 +227,7 @@ def solve_in_pieces(
         tau, x_minus, x_plus, cost = _jumped(
             bound, events, which, hit, x_end, tau_star, cost
         )
-        ended = done | ~hit | (hit & terminates[jnp.maximum(which, 0)])
+        ended = done | ~hit | terminates[jnp.maximum(which, 0)]
         outputs = dict(
             cost=cost,
             xs=xs,
