@@ -240,7 +240,8 @@ def test_dose_at_a_parameter_dependent_time():
     """`V ċ = −CL c` (a mass matrix), a dose `D` at `t_d`: `c(t) = c0 e^{−kt} +
     (D/V) e^{−k(t − t_d)}` from `t_d` on, `k = CL/V`; `∫_0^T c dt` likewise. A save
     time at `t_d` gets the state after the dose (and its derivative from that side)."""
-    ts = jnp.array([0.5, 1.2, 2.5, 4.0])
+    theta = jnp.array([0.6, 2.0, 3.0, 1.2, 0.5])
+    ts = jnp.array([0.5, float(theta[3]), 2.5, 4.0])  # one at the dose time
     horizon = 4.0
 
     def model(theta):
@@ -278,7 +279,6 @@ def test_dose_at_a_parameter_dependent_time():
         ) / k
         return jnp.concatenate([concentrations, area[None]])
 
-    theta = jnp.array([0.6, 2.0, 3.0, 1.2, 0.5])
     weights = jnp.linspace(1.0, 2.0, ts.size + 1)
 
     def loss(theta):
