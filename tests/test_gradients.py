@@ -216,6 +216,36 @@ def test_closed_over_mlp_matches_recursive_checkpoint(adjoint):
     assert max_relative_error(grads, expected) < GRAD_RTOL
 
 
+@pytest.mark.parametrize(
+    "adjoint",
+    [
+        ja.InterpolatingAdjoint(recompute_stages=True),
+        ja.QuadratureAdjoint(recompute_stages=True),
+    ],
+    ids=["interpolating", "quadrature"],
+)
+def test_recomputed_stages_give_the_same_gradient(adjoint):
+    """The steps' linearisations without their intermediates (recomputed when
+    transposed): the cost and the saved states of the MLP against RCA. The option
+    reaches the steps: their stages are recomputed (`remat2`, with its policy), which
+    the default does not do."""
+    model = make_mlp()
+    policy = "policy=DotsSaveable"
+    traced = lambda adjoint: str(
+        eqx.filter_make_jaxpr(eqx.filter_grad(mlp_loss))(model, adjoint)[0]
+    )
+    assert policy in traced(adjoint)
+    assert policy not in traced(type(adjoint)())
+    grads = eqx.filter_jit(eqx.filter_grad(mlp_loss))(model, adjoint)
+    expected = eqx.filter_jit(eqx.filter_grad(mlp_reference))(model)
+    assert max_relative_error(grads, expected) < GRAD_RTOL
+
+
+def test_recompute_stages_must_be_a_bool():
+    with pytest.raises(ValueError, match="`recompute_stages` must be True or False"):
+        ja.InterpolatingAdjoint(recompute_stages="yes")
+
+
 def test_methods_agree_with_each_other():
     interpolating = lv_grad(LV_P, ja.InterpolatingAdjoint(), TOL)
     backsolve = lv_grad(LV_P, ja.BacksolveAdjoint(), TOL)

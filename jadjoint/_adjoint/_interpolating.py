@@ -26,8 +26,14 @@ class AbstractSegmentedAdjoint(AbstractContinuousAdjoint):
     segment's steps where it can (`jadjoint/_backward/_injection.py`)."""
 
     segment_steps: eqx.AbstractVar[int]
+    recompute_stages: eqx.AbstractVar[bool]
 
     def __check_init__(self):
+        if not isinstance(self.recompute_stages, bool):
+            raise ValueError(
+                f"`recompute_stages` must be True or False, got "
+                f"{self.recompute_stages!r}."
+            )
         if not isinstance(self.segment_steps, int) or self.segment_steps < 4:
             # A segment restarts at its last accepted step, not at the controller's
             # proposal (not part of diffrax's saved state): with one or two steps a
@@ -58,6 +64,15 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
         states are thinned instead, to `⌈4096 / segment_steps⌉` and one span of
         segments: memory no longer grows with `max_steps`, and a solve that has
         taken over 4096 steps pays a second extra forward solve.
+    - `recompute_stages`: where saved states are differentiated with an explicit
+        Runge–Kutta solver, the backward pass linearises each forward step; with
+        `True` that linearisation keeps only the results of matrix products, and
+        the vector field's other intermediates are computed again when it is
+        transposed (`jax.checkpoint` with `jax.checkpoint_policies.dots_saveable`
+        around each stage). It pays where the vector field's VJP keeps much more
+        than it computes, as a normalising flow's exact Jacobian trace does, and
+        costs elsewhere: measurements in [choosing a method][recomputing-the-stages].
+        Default `False`.
 
     The gradient is as accurate as the interpolant (of the solver's order). With an
     explicit Runge–Kutta solver the backward pass follows the forward steps, one
@@ -79,9 +94,10 @@ class InterpolatingAdjoint(AbstractSegmentedAdjoint):
     """
 
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
+    recompute_stages: bool = eqx.field(static=True, default=False)
 
     def backward_integrator(self, *, t0, ts, xbar, options):
         cotangents = SavedCotangents(t0, ts, xbar)
         if injects_through(options.solver):
-            return AlongForwardSteps(cotangents)
+            return AlongForwardSteps(cotangents, recompute_stages=self.recompute_stages)
         return BetweenSaveTimes(cotangents, CarriedIntegral())

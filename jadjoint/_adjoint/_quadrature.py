@@ -33,6 +33,7 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
         order of Tsit5).
     - `segment_steps`: the forward solve's steps per stored segment, as for
         [`jadjoint.InterpolatingAdjoint`][].
+    - `recompute_stages`: as for [`jadjoint.InterpolatingAdjoint`][].
 
     Reverse over reverse (a gradient of the gradient) works with explicit
     Runge–Kutta solvers only; use [`jadjoint.InterpolatingAdjoint`][] otherwise.
@@ -44,9 +45,14 @@ class QuadratureAdjoint(AbstractSegmentedAdjoint):
 
     nodes: int = eqx.field(static=True, default=3)
     segment_steps: int = eqx.field(static=True, default=SEGMENT_STEPS)
+    recompute_stages: bool = eqx.field(static=True, default=False)
 
     def backward_integrator(self, *, t0, ts, xbar, options):
         cotangents = SavedCotangents(t0, ts, xbar)
         if injects_through(options.solver):
-            return AlongForwardSteps(cotangents, quadrature_nodes=self.nodes)
+            return AlongForwardSteps(
+                cotangents,
+                quadrature_nodes=self.nodes,
+                recompute_stages=self.recompute_stages,
+            )
         return BetweenSaveTimes(cotangents, QuadratureIntegral(self.nodes))

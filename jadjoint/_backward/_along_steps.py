@@ -141,10 +141,12 @@ class AlongForwardSteps(AbstractBackwardIntegrator):
     steps and carried by the steps' derivatives (`_step_derivatives.py`), or, where
     no saved state is differentiated, integrated along them (`integrate_along_steps`).
     With `quadrature_nodes`, `q` by Gauss–Legendre quadrature on each accepted step
-    of the continuous adjoint."""
+    of the continuous adjoint. With `recompute_stages`, the steps' linearisations
+    keep only their matrix products (`_forward.step_dense_info`)."""
 
     cotangents: SavedCotangents
     quadrature_nodes: int | None = eqx.field(static=True, default=None)
+    recompute_stages: bool = eqx.field(static=True, default=False)
 
     def integrate(self, system, segment, dense, *, w, q, dt0, options):
         ts, xbar = self.cotangents.in_segment(segment.t_left, segment.t_right)
@@ -165,6 +167,7 @@ class AlongForwardSteps(AbstractBackwardIntegrator):
             q=q,
             options=options,
             quadrature_nodes=self.quadrature_nodes,
+            recompute_stages=self.recompute_stages,
         )
         return w, q, steps.accepted
 

@@ -91,12 +91,14 @@ def carry_by_step_derivatives(
     q: PyTree,
     options: Options,
     quadrature_nodes: int | None = None,
+    recompute_stages: bool = False,
 ) -> tuple[PyTree, PyTree, BackwardSteps]:
     """`(w(t0), q(t0))` from `(w, q)` at the end of the forward solve whose dense
     output is `dense` (an explicit Runge–Kutta solve of `options.solver`), the
     observations of `observed` injected, and the steps taken. A failed solve raises
     (`options.throw`) or gives NaN. `quadrature_nodes` applies to the steps that
-    fall back (as `AdjointSteps`)."""
+    fall back (as `AdjointSteps`); `recompute_stages` to the steps' linearisation
+    (`_forward.step_dense_info`)."""
     steps = AdjointSteps(system, options, w, quadrature_nodes)
     last = dense.ts_size - 2
     cost_cotangent = jnp.zeros((), steps.dtype) if system.cbar is None else -system.cbar
@@ -111,7 +113,13 @@ def carry_by_step_derivatives(
 
         def dense_info(x, diff):
             return step_dense_info(
-                system.bound(diff), x, cost, t0=t0, t1=t1, options=options
+                system.bound(diff),
+                x,
+                cost,
+                t0=t0,
+                t1=t1,
+                options=options,
+                recompute_stages=recompute_stages,
             )
 
         _, vjp = jax.vjp(dense_info, x, system.diff)

@@ -123,7 +123,14 @@ def integrate(
 
 
 def step_dense_info(
-    bound: BoundProblem, x: PyTree, cost, *, t0, t1, options: Options
+    bound: BoundProblem,
+    x: PyTree,
+    cost,
+    *,
+    t0,
+    t1,
+    options: Options,
+    recompute_stages: bool = False,
 ) -> dict:
     """The dense information `dict(y0, y1, k)` of the forward step `[t0, t1]` of an
     explicit Runge–Kutta solver from `(x, cost)`, as a differentiable function of `x`
@@ -137,7 +144,12 @@ def step_dense_info(
     gradient of the gradient. The stages are a `lax.scan`, whose transpose is a
     scan: with the stages written out, XLA fused each stage's transpose with the
     stages before it and recomputed them, and the step VJP of a vector field with
-    slices (a diffusion stencil) cost three times as much."""
+    slices (a diffusion stencil) cost three times as much.
+
+    `recompute_stages`: each stage under `jax.checkpoint`, keeping its matrix
+    products' results only (`jax.checkpoint_policies.dots_saveable`): the
+    step's transposition evaluates each stage's vector field again for the other
+    intermediates, instead of reading them back from stored buffers."""
     stages = Stages(options.solver.tableau)
     y0 = (x, cost)
     h = t1 - t0
@@ -160,6 +172,8 @@ def step_dense_info(
     ks = jtu.tree_map(
         lambda y: jnp.zeros((stages.count,) + jnp.shape(y), jnp.result_type(y)), y0
     )
+    if recompute_stages:
+        stage = jax.checkpoint(stage, policy=jax.checkpoint_policies.dots_saveable)
     ks, _ = jax.lax.scan(stage, ks, jnp.arange(stages.count))
     return dict(y0=y0, y1=combine(stages.b, ks), k=ks)
 
