@@ -26,7 +26,13 @@ forward solve's work on Robertson (steps, evaluations, Jacobians, LU factorisati
 beside CVODES's. jadjoint runs `InterpolatingAdjoint()` unless a row names
 `DiscretiseThenOptimise()`.
 
-Run: python benchmarks/bench_stiff.py [--repeats N]
+Last, the Brusselator swept over N = 64, 256 and 1024 cells with the BDF's
+matrix-free Newton–Krylov option (lineax GMRES and BiCGStab on Jacobian-vector
+products, no preconditioner) beside its dense LU and CVODES's sparse QR; there the
+error column is the relative difference from CVODES's gradient (no tight reference
+is affordable at 2048 states). `--sweep` runs that section alone.
+
+Run: python benchmarks/bench_stiff.py [--repeats N] [--sweep]
 """
 
 import argparse
@@ -44,6 +50,7 @@ jax.config.update("jax_enable_x64", True)
 
 import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import lineax as lx  # noqa: E402
 import numpy as np  # noqa: E402
 from _problems import kvaerno5, robertson_vf  # noqa: E402
 
@@ -427,9 +434,41 @@ def report(title: str, peer: str, methods: dict, truth, point, repeats: int):
     print()
 
 
+# The matrix-free options: Krylov solves to 1e-2 relative, 1e-4 absolute in the
+# error test's units (Newton stops at 1e-3 there at rtol 1e-6); GMRES restarted
+# every 5 iterations (lineax's runs each cycle to its end).
+MATRIX_FREE = {
+    "GMRES": lx.GMRES(rtol=1e-2, atol=1e-4, restart=5, max_steps=200),
+    "BiCGStab": lx.BiCGStab(rtol=1e-2, atol=1e-4, max_steps=500),
+}
+SWEEP_CELLS = (64, 256, 1024)
+DENSE_CELLS = 256
+
+
+def brusselator_sweep(have_casadi: bool, repeats: int):
+    """The Brusselator's gradient at each of `SWEEP_CELLS`: the BDF matrix-free,
+    with its dense LU up to `DENSE_CELLS`, and CVODES (sparse QR), the error
+    column against CVODES's gradient."""
+    for n in SWEEP_CELLS:
+        methods = {
+            f"jadjoint BDF, {name}": brusselator_jadjoint(n, ja.BDF(linear_solver=s))
+            for name, s in MATRIX_FREE.items()
+        }
+        if n <= DENSE_CELLS:
+            methods["jadjoint BDF, dense LU"] = brusselator_jadjoint(n, ja.BDF())
+        if not have_casadi:
+            print("(the sweep needs CasADi for its peer)")
+            return
+        methods["SUNDIALS CVODES (CasADi)"] = brusselator_sundials(n)
+        truth = methods["SUNDIALS CVODES (CasADi)"](BRUSSELATOR_POINT)
+        title = f"Brusselator sweep, N = {n} ({2 * n} states), error against CVODES"
+        report(title, "CVODES", methods, truth, BRUSSELATOR_POINT, repeats)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args()
     try:
         import casadi  # noqa: F401
@@ -437,6 +476,10 @@ def main():
         have_casadi = True
     except ImportError:
         have_casadi = False
+    if args.sweep:
+        print(f"device: {jax.devices()[0].platform}, jax {jax.__version__}\n")
+        brusselator_sweep(have_casadi, args.repeats)
+        return
 
     cases = [
         ("Robertson ODE, 1e4 ∫ y2 dt", "cost", "ode", "CVODES"),
@@ -491,6 +534,7 @@ def main():
     truth = np.asarray(brusselator_diffrax(n, 1e-10, 1e-12, 1e-12)(BRUSSELATOR_POINT))
     title = f"Brusselator, N = {n} (2N = {2 * n} states), ∫ mean(u²) dt, d/d(A, B, α)"
     report(title, "CVODES", methods, truth, BRUSSELATOR_POINT, args.repeats)
+    brusselator_sweep(have_casadi, min(args.repeats, 5))
 
 
 if __name__ == "__main__":

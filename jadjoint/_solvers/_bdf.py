@@ -33,6 +33,14 @@ below, is a lineax solve.) Unlike SUNDIALS, the Jacobian `J = ∂f/∂y` (by
 compiled loop an `n × n` array carried from step to step is copied on every step,
 and keeping `J` made a step at 128 states 2.4× slower than evaluating it when needed.
 
+For large systems the Newton corrections may be found matrix-free instead
+(`linear_solver`: lineax's `BiCGStab` or `GMRES`): each step linearises `f` at its
+prediction (`jax.linearize`) and solves `(I − c J) Δ = r` by Krylov iterations on
+Jacobian-vector products with the step's own `c`. No `n × n` array is formed or
+kept, so nothing is factorised or reused; the price is a Jacobian-vector product per
+Krylov iteration, where the dense path pays `n` of them and an `O(n³)` factorisation
+only now and then.
+
 The step is differentiable: the Newton iteration runs on values without
 derivatives, and `jax.lax.custom_root` gives its solution the derivative of the
 equation it solves (the implicit function theorem: one linear solve with
@@ -120,7 +128,8 @@ class BDFState(eqx.Module):
     order (`equal_steps`); the LU factors of the iteration matrix `I − c_lu J` and
     their age in accepted steps; and counts, over the accepted steps (diffrax keeps a
     rejected step's state from nothing), of the vector field's evaluations in Newton
-    iterations and of factorisations (each with a Jacobian)."""
+    iterations and of factorisations (each with a Jacobian). Matrix-free, there
+    are no factors (empty arrays) and no factorisations."""
 
     differences: Array
     h: Array
@@ -179,6 +188,19 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     - `rtol`, `atol`: the tolerances of the error estimate.
     - `norm`: the norm of a flattened scaled error (RMS by default).
     - `ndf`: the NDFs (`True`) or the BDFs (`False`).
+    - `linear_solver`: `None` (default) for dense LU factors of `I − c J`, kept
+        across steps; or a lineax solver that needs only matrix-vector products
+        (`lineax.BiCGStab(rtol=1e-2, atol=1e-4)`, say) for matrix-free Newton–Krylov
+        corrections on Jacobian-vector products, for systems too large for a dense
+        matrix. Its tolerances are those of each linear solve, in the units of the
+        error test (each component divided by `atol + rtol |y|`, in which Newton
+        stops at corrections below about `min(0.03, √rtol)`); a solve stopped by
+        its `max_steps` still gives a correction, and Newton's own tests judge it
+        as with LU. lineax's `BiCGStab` is faster than its `GMRES` where it works,
+        but breaks down (NaN) where a half-step happens to solve exactly: on small
+        diagonal-dominant systems the step is then retried shorter, on and on, and
+        through the steps (`DiscretiseThenOptimise`, forward mode) a zero
+        cotangent stops the derivative with lineax's error. `GMRES` does neither.
     - `implicit_size`: how many leading entries of the flattened state Newton solves
         for (default: all). The others are quadratures, as CVODES has them: no rate
         depends on them, so they are no unknowns of Newton and no part of its
@@ -198,6 +220,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     atol: float | None = None
     norm: Callable = optx.rms_norm
     ndf: bool = eqx.field(static=True, default=True)
+    linear_solver: lx.AbstractLinearSolver | None = None
     implicit_size: int | None = eqx.field(static=True, default=None)
 
     term_structure: ClassVar = diffrax.AbstractTerm
@@ -212,7 +235,12 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         """This solver with the given error tolerances and norm, and Newton's
         unknowns the first `implicit_size` entries (all by default)."""
         return BDF(
-            rtol=rtol, atol=atol, norm=norm, ndf=self.ndf, implicit_size=implicit_size
+            rtol=rtol,
+            atol=atol,
+            norm=norm,
+            ndf=self.ndf,
+            linear_solver=self.linear_solver,
+            implicit_size=implicit_size,
         )
 
     def _unknowns(self, size: int) -> int:
@@ -268,20 +296,23 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         h = jnp.asarray(t1 - t0, flat.dtype)
         differences = jnp.zeros((_ROWS, flat.size), flat.dtype)
         differences = differences.at[0].set(flat).at[1].set(h * rate(t0, flat))
-        jacobian = self._implicit_jacobian(rate, t0, flat)
         alpha, _, _ = self._coefficients(flat.dtype)
         c = h / alpha[1]
         zero = jnp.zeros((), jnp.int32)
+        if self.linear_solver is None:
+            factors = self._factorised(self._implicit_jacobian(rate, t0, flat), c)
+        else:
+            factors = (jnp.zeros((0, 0), flat.dtype), jnp.zeros(0, jnp.int32))
         return BDFState(
             differences=differences,
             h=h,
             order=jnp.ones((), jnp.int32),
             equal_steps=zero,
-            factors=self._factorised(jacobian, c),
+            factors=factors,
             c_lu=c,
             factors_age=zero,
             evaluations=jnp.ones((), jnp.int32),
-            factorisations=jnp.ones((), jnp.int32),
+            factorisations=jnp.ones((), jnp.int32) * (self.linear_solver is None),
         )
 
     def func(self, terms, t0, y0, args):
@@ -323,20 +354,21 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         n_rate = self._flat_rate(terms, *n_times, y0, _without_derivatives(args))
         n_state = _without_derivatives(state)
         size = self._unknowns(flat0.size)
-        scale = (self.atol + self.rtol * jnp.abs(n_predicted))[:size]
+        full_scale = self.atol + self.rtol * jnp.abs(n_predicted)
+        scale = full_scale[:size]
 
-        def newton(factors, c_lu):
-            """The simplified Newton iteration from `predicted`: whether it
-            converged, its iterations and `d = y − predicted` (scipy's tests of
-            convergence and divergence), the quadratures' entries of `d` from the
-            rates at the last iterate."""
-            relaxation = 2 / (1 + n_c / jnp.where(c_lu == 0, n_c, c_lu))
+        def newton(correction):
+            """The simplified Newton iteration from `predicted`, each correction
+            `correction(residual) -> Δ`: whether it converged, its
+            iterations and `d = y − predicted` (scipy's tests of convergence and
+            divergence), the quadratures' entries of `d` from the rates at the last
+            iterate."""
 
             def body(carry):
                 i, d, norm_old, _, _, _ = carry
                 f = n_rate(n_t1, n_predicted + d)
                 residual = (n_c * f - n_psi - d)[:size]
-                dy = _lu_solve(factors, residual) * relaxation
+                dy = correction(residual)
                 dy_norm = self.norm(dy / scale)
                 ratio = dy_norm / norm_old
                 first = i == 0
@@ -380,9 +412,17 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             factors, c_lu = jax.lax.cond(renew, new, lambda: (factors, c_lu))
             return factors, c_lu, jnp.where(renew, 0, age), factorisations + renew
 
+        def lu_correction(factors, c_lu):
+            """Newton's correction from LU factors of `I − c_lu J`, scaled by
+            `2 / (1 + c / c_lu)` for the step's `c`."""
+            relaxation = 2 / (1 + n_c / jnp.where(c_lu == 0, n_c, c_lu))
+            return lambda residual: _lu_solve(factors, residual) * relaxation
+
         def iterate():
             """`d` with `c f(t1, y⁰ + d) − ψ − d = 0` by the simplified Newton
             iteration, and what it did."""
+            if self.linear_solver is not None:
+                return iterate_matrix_free()
             setup = renewed(
                 n_state.factors,
                 n_state.c_lu,
@@ -390,22 +430,64 @@ class BDF(diffrax.AbstractAdaptiveSolver):
                 n_state.factorisations,
                 n_state.factors_age >= FACTORS_AGE,
             )
-            converged, iterations, d = newton(setup[0], setup[1])
+            converged, iterations, d = newton(lu_correction(setup[0], setup[1]))
             # Failed with factors from an earlier step: once more with new ones.
             retry = ~converged & (setup[2] > 0)
             setup = renewed(*setup, retry)
             first_iterations = iterations
             converged, iterations, d = jax.lax.cond(
                 retry,
-                lambda: newton(setup[0], setup[1]),
+                lambda: newton(lu_correction(setup[0], setup[1])),
                 lambda: (converged, iterations, d),
             )
             evaluations = iterations + jnp.where(retry, first_iterations, 0)
             return d, (converged, iterations, evaluations, *setup)
 
+        def scaled_solve(linear, b, weights):
+            """`x` with `linear(x) = b` by `linear_solver`, in the units of the
+            error test (`x = weights z`, the equations divided by `weights`), so
+            that its tolerances mean the same for every component however small
+            (an absolute tolerance there is one relative to Newton's own, and
+            Newton's late corrections need no more)."""
+            operator = lx.FunctionLinearOperator(
+                lambda z: linear(weights * z) / weights, jax.eval_shape(lambda: b)
+            )
+            solution = lx.linear_solve(
+                operator, b / weights, self.linear_solver, throw=False
+            )
+            return weights * solution.value
+
+        def krylov_correction(linear, residual):
+            """Newton's correction by `scaled_solve`, `0` for a zero residual
+            without a solve (lineax's BiCGStab would divide zero by zero). A
+            Krylov solve stopped short of its tolerance still gives one: Newton's
+            own tests judge it (an inexact Newton step)."""
+            zero = jnp.all(residual == 0)
+            rhs = jnp.where(zero, 1, residual)
+            return jnp.where(zero, 0, scaled_solve(linear, rhs, scale))
+
+        def iterate_matrix_free():
+            """As `iterate`, each correction by `linear_solver` on the operator
+            `Δ ↦ Δ − c J Δ`, `J` linearised at the prediction."""
+            rest = n_predicted[size:]
+            _, jvp = jax.linearize(
+                lambda u: n_rate(n_t1, jnp.concatenate([u, rest]))[:size],
+                n_predicted[:size],
+            )
+
+            def correction(residual):
+                return krylov_correction(lambda v: v - n_c * jvp(v), residual)
+
+            converged, iterations, d = newton(correction)
+            setup = (n_state.factors, n_c, n_state.factors_age, n_state.factorisations)
+            return d, (converged, iterations, iterations, *setup)
+
         def tangent_solve(linearised, b):
             """`(I − c J) x = b` with the Jacobian at the solution (the implicit
-            function theorem), its matrix built from `linearised` (lineax)."""
+            function theorem): by LU on its matrix built from `linearised`, or
+            matrix-free by `linear_solver` (lineax)."""
+            if self.linear_solver is not None:
+                return scaled_solve(linearised, b, full_scale)
             operator = lx.FunctionLinearOperator(linearised, jax.eval_shape(lambda: b))
             return lx.linear_solve(operator, b, lx.LU()).value
 
