@@ -449,6 +449,9 @@ def brusselator_sweep(have_casadi: bool, repeats: int):
     """The Brusselator's gradient at each of `SWEEP_CELLS`: the BDF matrix-free,
     with its dense LU up to `DENSE_CELLS`, and CVODES (sparse QR), the error
     column against CVODES's gradient."""
+    if not have_casadi:
+        print("(the sweep needs CasADi for its peer)")
+        return
     for n in SWEEP_CELLS:
         methods = {
             f"jadjoint BDF, {name}": brusselator_jadjoint(n, ja.BDF(linear_solver=s))
@@ -456,9 +459,6 @@ def brusselator_sweep(have_casadi: bool, repeats: int):
         }
         if n <= DENSE_CELLS:
             methods["jadjoint BDF, dense LU"] = brusselator_jadjoint(n, ja.BDF())
-        if not have_casadi:
-            print("(the sweep needs CasADi for its peer)")
-            return
         methods["SUNDIALS CVODES (CasADi)"] = brusselator_sundials(n)
         truth = methods["SUNDIALS CVODES (CasADi)"](BRUSSELATOR_POINT)
         title = f"Brusselator sweep, N = {n} ({2 * n} states), error against CVODES"

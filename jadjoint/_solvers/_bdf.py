@@ -247,15 +247,20 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         """How many leading entries of a flat state of `size` Newton solves for."""
         return size if self.implicit_size is None else self.implicit_size
 
-    def _implicit_jacobian(self, rate, t, flat):
-        """`∂f/∂y` at `(t, flat)` over Newton's unknowns, the leading
-        `implicit_size` entries."""
+    def _implicit_rate(self, rate, t, flat):
+        """`f` at `t` as a function of Newton's unknowns (the leading
+        `implicit_size` entries of `flat`, the rest held), and those unknowns."""
         size = self._unknowns(flat.size)
 
         def implicit_rate(unknowns):
             return rate(t, jnp.concatenate([unknowns, flat[size:]]))[:size]
 
-        return jax.jacfwd(implicit_rate)(flat[:size])
+        return implicit_rate, flat[:size]
+
+    def _implicit_jacobian(self, rate, t, flat):
+        """`∂f/∂y` at `(t, flat)` over Newton's unknowns."""
+        implicit_rate, unknowns = self._implicit_rate(rate, t, flat)
+        return jax.jacfwd(implicit_rate)(unknowns)
 
     def _coefficients(self, dtype):
         kappa = _KAPPA if self.ndf else np.zeros_like(_KAPPA)
@@ -301,8 +306,10 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         zero = jnp.zeros((), jnp.int32)
         if self.linear_solver is None:
             factors = self._factorised(self._implicit_jacobian(rate, t0, flat), c)
+            factorisations = jnp.ones((), jnp.int32)
         else:
             factors = (jnp.zeros((0, 0), flat.dtype), jnp.zeros(0, jnp.int32))
+            factorisations = zero
         return BDFState(
             differences=differences,
             h=h,
@@ -312,7 +319,7 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             c_lu=c,
             factors_age=zero,
             evaluations=jnp.ones((), jnp.int32),
-            factorisations=jnp.ones((), jnp.int32) * (self.linear_solver is None),
+            factorisations=factorisations,
         )
 
     def func(self, terms, t0, y0, args):
@@ -457,26 +464,20 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             )
             return weights * solution.value
 
-        def krylov_correction(linear, residual):
-            """Newton's correction by `scaled_solve`, `0` for a zero residual
-            without a solve (lineax's BiCGStab would divide zero by zero). A
-            Krylov solve stopped short of its tolerance still gives one: Newton's
-            own tests judge it (an inexact Newton step)."""
-            zero = jnp.all(residual == 0)
-            rhs = jnp.where(zero, 1, residual)
-            return jnp.where(zero, 0, scaled_solve(linear, rhs, scale))
-
         def iterate_matrix_free():
             """As `iterate`, each correction by `linear_solver` on the operator
             `Δ ↦ Δ − c J Δ`, `J` linearised at the prediction."""
-            rest = n_predicted[size:]
-            _, jvp = jax.linearize(
-                lambda u: n_rate(n_t1, jnp.concatenate([u, rest]))[:size],
-                n_predicted[:size],
-            )
+            _, jvp = jax.linearize(*self._implicit_rate(n_rate, n_t1, n_predicted))
 
             def correction(residual):
-                return krylov_correction(lambda v: v - n_c * jvp(v), residual)
+                """`0` for a zero residual without a solve (lineax's BiCGStab
+                would divide zero by zero). A Krylov solve stopped short of its
+                tolerance still gives a correction: Newton's own tests judge it
+                (an inexact Newton step)."""
+                zero = jnp.all(residual == 0)
+                rhs = jnp.where(zero, 1, residual)
+                step = scaled_solve(lambda v: v - n_c * jvp(v), rhs, scale)
+                return jnp.where(zero, 0, step)
 
             converged, iterations, d = newton(correction)
             setup = (n_state.factors, n_c, n_state.factors_age, n_state.factorisations)
