@@ -26,11 +26,13 @@ forward solve's work on Robertson (steps, evaluations, Jacobians, LU factorisati
 beside CVODES's. jadjoint runs `InterpolatingAdjoint()` unless a row names
 `DiscretiseThenOptimise()`.
 
-Last, the Brusselator swept over N = 64, 256 and 1024 cells with the BDF's
+Last, the Brusselator swept over N = 64, 256, 1024 and 4096 cells with the BDF's
 matrix-free Newton–Krylov option (lineax GMRES and BiCGStab on Jacobian-vector
-products, no preconditioner) beside its dense LU and CVODES's sparse QR; there the
-error column is the relative difference from CVODES's gradient (no tight reference
-is affordable at 2048 states). `--sweep` runs that section alone.
+products), preconditioned by the tridiagonal part of the iteration matrix (the
+diffusion and the reaction's diagonal, `brusselator_preconditioner`) and without,
+beside its dense LU and CVODES's sparse QR; there the error column is the relative
+difference from CVODES's gradient (no tight reference is affordable at 8192
+states). `--sweep` runs that section alone.
 
 Run: python benchmarks/bench_stiff.py [--repeats N] [--sweep]
 """
@@ -268,6 +270,23 @@ def brusselator(n: int):
     return vector_field, lambda y, p, t: jnp.mean(y[:n] ** 2), y0
 
 
+def brusselator_preconditioner(n: int):
+    """`(y, p, t, c) ↦ I − c T`, `T` the tridiagonal part of the Brusselator's
+    Jacobian in its `(u, v)` layout: the diffusion and the reaction's diagonal,
+    without the `u`–`v` coupling (which is not stiff)."""
+
+    def preconditioner(y, p, t, c):
+        a, b, alpha = p
+        u, v = y[:n], y[n:]
+        diffusion = alpha * (n + 1) ** 2
+        reaction = jnp.concatenate([2 * u * v - (b + 1), -(u**2)])
+        diagonal = 1 - c * (reaction - 2 * diffusion)
+        coupling = jnp.full(2 * n - 1, -c * diffusion).at[n - 1].set(0.0)
+        return lx.TridiagonalLinearOperator(diagonal, coupling, coupling)
+
+    return preconditioner
+
+
 def brusselator_jadjoint(n: int, solver, adjoint=INTERPOLATING):
     vector_field, cost, y0 = brusselator(n)
     problem = ja.Problem.explicit(vector_field, f=cost)
@@ -441,23 +460,34 @@ MATRIX_FREE = {
     "GMRES": lx.GMRES(rtol=1e-2, atol=1e-4, restart=5, max_steps=200),
     "BiCGStab": lx.BiCGStab(rtol=1e-2, atol=1e-4, max_steps=500),
 }
-SWEEP_CELLS = (64, 256, 1024)
-DENSE_CELLS = 256
+SWEEP_CELLS = (64, 256, 1024, 4096)
+# The largest sizes each unpreconditioned variant runs at (beyond them a gradient
+# takes from seconds to minutes).
+LARGEST = {"dense LU": 256, "GMRES": 256, "BiCGStab": 1024}
 
 
 def brusselator_sweep(have_casadi: bool, repeats: int):
-    """The Brusselator's gradient at each of `SWEEP_CELLS`: the BDF matrix-free,
-    with its dense LU up to `DENSE_CELLS`, and CVODES (sparse QR), the error
-    column against CVODES's gradient."""
+    """The Brusselator's gradient at each of `SWEEP_CELLS`: the BDF matrix-free with
+    the tridiagonal preconditioner (`brusselator_preconditioner`) and without, with
+    its dense LU, and CVODES (sparse QR), the error column against CVODES's
+    gradient."""
     if not have_casadi:
         print("(the sweep needs CasADi for its peer)")
         return
     for n in SWEEP_CELLS:
+        preconditioner = brusselator_preconditioner(n)
         methods = {
-            f"jadjoint BDF, {name}": brusselator_jadjoint(n, ja.BDF(linear_solver=s))
+            f"jadjoint BDF, {name} + tridiagonal preconditioner": brusselator_jadjoint(
+                n, ja.BDF(linear_solver=s, preconditioner=preconditioner)
+            )
             for name, s in MATRIX_FREE.items()
         }
-        if n <= DENSE_CELLS:
+        for name, s in MATRIX_FREE.items():
+            if n <= LARGEST[name]:
+                methods[f"jadjoint BDF, {name}"] = brusselator_jadjoint(
+                    n, ja.BDF(linear_solver=s)
+                )
+        if n <= LARGEST["dense LU"]:
             methods["jadjoint BDF, dense LU"] = brusselator_jadjoint(n, ja.BDF())
         methods["SUNDIALS CVODES (CasADi)"] = brusselator_sundials(n)
         truth = methods["SUNDIALS CVODES (CasADi)"](BRUSSELATOR_POINT)

@@ -67,7 +67,11 @@ class Options(eqx.Module):
         )
 
     def configured_solver(
-        self, controlled: int | None = None, *, linear: bool = False
+        self,
+        controlled: int | None = None,
+        *,
+        linear: bool = False,
+        approximate_inverse: Callable | None = None,
     ) -> diffrax.AbstractSolver:
         """The solver as a solve under `controller(controlled)` runs it. The entries
         past the first `controlled` of a flat backward state are the parameter
@@ -76,7 +80,9 @@ class Options(eqx.Module):
         controls its own steps, is given the controller's tolerances and norm. With
         `linear` (the vector field is affine in the state, as the adjoint's is), an
         implicit Runge–Kutta solver's stages are each one linear solve
-        (`AffineRootFinder`, with the user's root finder's linear solver)."""
+        (`AffineRootFinder`, with the user's root finder's linear solver).
+        `approximate_inverse`: how a BDF's preconditioner applies to the solve's
+        state (`BDF.with_tolerances`)."""
         if linear and isinstance(self.solver, diffrax.AbstractImplicitSolver):
             finder = self.solver.root_finder
             linear_solver = getattr(finder, "linear_solver", None)
@@ -88,18 +94,24 @@ class Options(eqx.Module):
             return self.solver
         controller = self.controller(controlled)
         return self.solver.with_tolerances(
-            controller.rtol, controller.atol, controller.norm, controlled
+            controller.rtol,
+            controller.atol,
+            controller.norm,
+            controlled,
+            approximate_inverse,
         )
 
-    def stepping_solver(self) -> diffrax.AbstractSolver:
+    def stepping_solver(
+        self, approximate_inverse: Callable | None = None
+    ) -> diffrax.AbstractSolver:
         """The solver as `diffeqsolve` runs it under `controller()`, for steps taken
         with `solver.step` outside it: under forward mode a Runge–Kutta solver's
         stages in a plain loop (as diffrax's `ForwardMode` sets them: its default
         loop is a `custom_vjp`); an implicit solver's root finder given the
         controller's `rtol`, `atol` and `norm` where it defers to them (diffrax's
         default, a placeholder that is neither a number nor a norm); a BDF as
-        `configured_solver` gives it."""
-        solver = self.configured_solver()
+        `configured_solver(approximate_inverse=approximate_inverse)` gives it."""
+        solver = self.configured_solver(approximate_inverse=approximate_inverse)
         if (
             under_forward_mode()
             and isinstance(solver, diffrax.AbstractRungeKutta)

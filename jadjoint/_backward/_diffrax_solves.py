@@ -26,6 +26,7 @@ from .._errors import raise_or_nan
 from .._forward import Segments
 from .._numerics import dense_output, gauss_legendre, over_batches
 from .._options import Options
+from .._solvers import inverse_of, on_flat
 from ._integrator import AbstractBackwardIntegrator
 from ._jumps import SavedCotangents
 from ._system import AdjointSystem
@@ -43,6 +44,7 @@ def solve_backwards(
     linear: bool,
     carries_q: bool = True,
     dense: bool = False,
+    approximate_inverse: Callable | None = None,
 ):
     """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`, by one diffrax solve in
     reversed time, and the number of accepted steps; with `dense`, also the diffrax
@@ -55,7 +57,8 @@ def solve_backwards(
     linear solve each (`Options.configured_solver`). diffrax steps a flat copy of
     `y`: a Runge–Kutta step then costs a few array operations, not a few per leaf
     of `y` (a neural network's parameters in `q` have many leaves, and on CPU each
-    operation in the loop carries a fixed cost)."""
+    operation in the loop carries a fixed cost). `approximate_inverse`: how a
+    BDF's preconditioner applies (`BDF.with_tolerances`; `None`: not at all)."""
     flat_right, unravel = jax.flatten_util.ravel_pytree(y_right)
     controlled = None
     if carries_q:
@@ -68,7 +71,11 @@ def solve_backwards(
 
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(flat_rates),
-        options.configured_solver(controlled, linear=linear),
+        options.configured_solver(
+            controlled,
+            linear=linear,
+            approximate_inverse=approximate_inverse or unpreconditioned,
+        ),
         t_right,
         t_left,
         -dt0,
@@ -87,6 +94,23 @@ def solve_backwards(
     if not dense:
         return y_left, steps
     return y_left, steps, solution, unravel
+
+
+def unpreconditioned(preconditioner, t, y, args, c):
+    """No preconditioning: a solve whose state the preconditioner does not see."""
+    return None
+
+
+def adjoint_preconditioning(preconditioner, t, y, args, c):
+    """A BDF preconditioner's inverse in the backward solves that read `x(t)` from
+    the forward dense output (`args = (system, dense)`), on flat `w`: the adjoint's
+    iteration matrix is `(I − c ∂ẋ/∂x)ᵀ` at `x(t)` (time runs backwards, so the
+    solve's `t` is `−t`), so `A⁻ᵀ` with `A = preconditioner(x(t), p, t, c)`."""
+    system, dense = args
+    t = -t
+    x = dense_output.evaluate(dense, t)[0]
+    operator = preconditioner(x, system.bound().p, t, c)
+    return on_flat(inverse_of(operator, transposed=True), x)
 
 
 def next_step_guess(dt, length, steps):
@@ -225,7 +249,12 @@ class CarriedIntegral(AbstractIntervalSolve):
 
     def solve(self, system, dense, y, **interval):
         return solve_backwards(
-            _carried_rates, y, args=(system, dense), linear=True, **interval
+            _carried_rates,
+            y,
+            args=(system, dense),
+            linear=True,
+            approximate_inverse=adjoint_preconditioning,
+            **interval,
         )
 
 
@@ -244,6 +273,7 @@ class QuadratureIntegral(AbstractIntervalSolve):
             carries_q=False,
             linear=True,
             dense=True,
+            approximate_inverse=adjoint_preconditioning,
             **interval,
         )
         integral = _integral_over_steps(system, dense, backward, unravel, self.nodes)

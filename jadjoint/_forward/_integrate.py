@@ -4,6 +4,7 @@ integrated together with the running cost `c(t) = ∫_{t0}^{t} f dt`."""
 import diffrax
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import optimistix as optx
@@ -15,6 +16,7 @@ from .._numerics import Stages
 from .._options import Options
 from .._problem import BoundProblem
 from .._results import RESULTS, first_failure
+from .._solvers import inverse_of, on_flat
 
 STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
@@ -62,6 +64,16 @@ def augmented_rates(t, y, bound: BoundProblem):
     return bound.xdot(x, t), bound.cost_rate(x, t)
 
 
+def forward_preconditioning(preconditioner, t, y, bound: BoundProblem, c):
+    """A BDF preconditioner's inverse in the forward solves (`BDF.with_tolerances`),
+    on flat `(x, cost)`: `A⁻¹` with `A = preconditioner(x, p, t, c)` on `x`, the
+    identity on the cost (no rate depends on it)."""
+    x, _ = y
+    inverse = on_flat(inverse_of(preconditioner(x, bound.p, t, c)), x)
+    size = jax.flatten_util.ravel_pytree(x)[0].size
+    return lambda v: jnp.concatenate([inverse(v[:size]), v[size:]])
+
+
 def cost_dtype(x: PyTree):
     return jnp.result_type(*jtu.tree_leaves(x))
 
@@ -89,7 +101,7 @@ def integrate(
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     solution = diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
-        options.configured_solver(),
+        options.configured_solver(approximate_inverse=forward_preconditioning),
         t0,
         t1,
         dt0,

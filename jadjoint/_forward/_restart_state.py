@@ -13,7 +13,7 @@ from jaxtyping import Array, PyTree
 
 from .._differentiation_mode import inner_adjoint
 from .._numerics import dense_output
-from ._integrate import augmented_rates
+from ._integrate import augmented_rates, forward_preconditioning
 
 # The restart rows are thinned only in a solve that may take more steps than this
 # (diffrax's default `max_steps`): up to it, storage is as it was without thinning,
@@ -120,7 +120,7 @@ def solve_from(bound, restart: Restarts, *, t1, saveat, max_steps, options):
     keeps_state = restart.solver_state is not None
     return diffrax.diffeqsolve(
         diffrax.ODETerm(augmented_rates),
-        options.configured_solver(),
+        options.configured_solver(approximate_inverse=forward_preconditioning),
         restart.t,
         t1,
         restart.dt,

@@ -39,7 +39,13 @@ from .._errors import raise_or_nan
 from .._options import Options
 from .._results import RESULTS
 from .._solvers import BDF
-from ._integrate import STATISTICS, Forward, augmented_rates, cost_dtype
+from ._integrate import (
+    STATISTICS,
+    Forward,
+    augmented_rates,
+    cost_dtype,
+    forward_preconditioning,
+)
 from ._restart_state import (
     Restarts,
     following_restart,
@@ -56,7 +62,7 @@ def _initial(bound, x0, *, t0, t1, dt0, options, segment_steps) -> Restarts:
     (`stepsize_controller.init`, public)."""
     y0 = (x0, jnp.zeros((), cost_dtype(x0)))
     terms = diffrax.ODETerm(augmented_rates)
-    solver = options.configured_solver()
+    solver = options.configured_solver(approximate_inverse=forward_preconditioning)
     t_next, _ = options.controller().init(
         terms, t0, t1, y0, dt0, bound, solver.func, solver.error_order(terms)
     )
@@ -279,7 +285,7 @@ def _retaken_dense(
     loop a second time. A loop of our own because diffrax has no solve over given
     steps that keeps the dense output of a solver with an error estimate (its
     `StepTo` controller would run that same loop)."""
-    solver = options.stepping_solver()
+    solver = options.stepping_solver(forward_preconditioning)
     terms = diffrax.ODETerm(augmented_rates)
     times = restart.step_times
     steps = jnp.where(skip, 0, jnp.sum(jnp.isfinite(times)) - 1)

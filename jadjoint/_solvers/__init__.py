@@ -7,3 +7,4 @@ from ._bdf import (
     BDFInterpolation as BDFInterpolation,
     BDFStepSize as BDFStepSize,
 )
+from ._preconditioner import inverse_of as inverse_of, on_flat as on_flat

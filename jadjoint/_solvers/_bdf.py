@@ -68,6 +68,8 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
+from ._preconditioner import inverse_of, on_flat
+
 MAX_ORDER = 5
 NEWTON_MAX_ITERATIONS = 4
 MIN_FACTOR = 0.2
@@ -201,6 +203,19 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         diagonal-dominant systems the step is then retried shorter, on and on, and
         through the steps (`DiscretiseThenOptimise`, forward mode) a zero
         cotangent stops the derivative with lineax's error. `GMRES` does neither.
+    - `preconditioner`: with a matrix-free `linear_solver`, a function
+        `(x, p, t, c) -> A` giving a lineax operator `A ≈ I − c ∂ẋ/∂x` (the
+        iteration matrix at the state `x`, the parameters `p`, the time `t`, for
+        the step's `c > 0`), in `x`'s structure, that is cheap to solve with: each
+        Krylov solve is preconditioned by `A⁻¹`, by the solver lineax picks for
+        `A`'s structure (`lineax.TridiagonalLinearOperator`,
+        `lineax.DiagonalLinearOperator`, or a small matrix for LU). `A` is built
+        once a step, at the prediction, and the same Krylov iterations then take
+        far fewer steps when `A` holds the stiff part of the Jacobian (the
+        diffusion of a reaction–diffusion system, say). jadjoint's backward solves
+        use `A⁻ᵀ`, at the forward `x(t)`. With `diffrax.diffeqsolve` directly the
+        arguments are `(y, args, t, c)`, in the solve's time (`t` negated for a
+        solve backwards in time).
     - `implicit_size`: how many leading entries of the flattened state Newton solves
         for (default: all). The others are quadratures, as CVODES has them: no rate
         depends on them, so they are no unknowns of Newton and no part of its
@@ -222,18 +237,37 @@ class BDF(diffrax.AbstractAdaptiveSolver):
     ndf: bool = eqx.field(static=True, default=True)
     linear_solver: lx.AbstractLinearSolver | None = None
     implicit_size: int | None = eqx.field(static=True, default=None)
+    preconditioner: Callable | None = None
+    approximate_inverse: Callable | None = None
 
     term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar = BDFInterpolation
+
+    def __check_init__(self):
+        if self.preconditioner is not None and self.linear_solver is None:
+            raise ValueError(
+                "`BDF(preconditioner=...)` preconditions matrix-free Newton-Krylov "
+                "corrections: give a matrix-free `linear_solver` too (for example "
+                "`lineax.GMRES(rtol=1e-2, atol=1e-4)`)."
+            )
 
     def order(self, terms):
         return 1
 
     def with_tolerances(
-        self, rtol, atol, norm: Callable, implicit_size: int | None = None
+        self,
+        rtol,
+        atol,
+        norm: Callable,
+        implicit_size: int | None = None,
+        approximate_inverse: Callable | None = None,
     ) -> "BDF":
-        """This solver with the given error tolerances and norm, and Newton's
-        unknowns the first `implicit_size` entries (all by default)."""
+        """This solver with the given error tolerances and norm, Newton's
+        unknowns the first `implicit_size` entries (all by default), and, for a
+        `preconditioner`, the function `approximate_inverse(preconditioner, t, y,
+        args, c)` that gives its inverse as a map of flat vectors of Newton's
+        unknowns, `y` the solve's state (by default `preconditioner(y, args, t,
+        c)⁻¹` on the whole flattened state), or `None` for no preconditioning."""
         return BDF(
             rtol=rtol,
             atol=atol,
@@ -241,7 +275,19 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             ndf=self.ndf,
             linear_solver=self.linear_solver,
             implicit_size=implicit_size,
+            preconditioner=self.preconditioner,
+            approximate_inverse=approximate_inverse,
         )
+
+    def _preconditioning(self, t, y, args, c) -> Callable | None:
+        """`v ↦ A⁻¹ v` on flat vectors of Newton's unknowns, `A` the
+        preconditioner's approximation of the iteration matrix at `(t, y)`; `None`
+        without a preconditioner."""
+        if self.preconditioner is None:
+            return None
+        if self.approximate_inverse is not None:
+            return self.approximate_inverse(self.preconditioner, t, y, args, c)
+        return on_flat(inverse_of(self.preconditioner(y, args, t, c)), y)
 
     def _unknowns(self, size: int) -> int:
         """How many leading entries of a flat state of `size` Newton solves for."""
@@ -455,12 +501,25 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             error test (`x = weights z`, the equations divided by `weights`), so
             that its tolerances mean the same for every component however small
             (an absolute tolerance there is one relative to Newton's own, and
-            Newton's late corrections need no more)."""
+            Newton's late corrections need no more); preconditioned, in the same
+            units, by `preconditioning`."""
+            structure = jax.eval_shape(lambda: b)
             operator = lx.FunctionLinearOperator(
-                lambda z: linear(weights * z) / weights, jax.eval_shape(lambda: b)
+                lambda z: linear(weights * z) / weights, structure
             )
+            options = {}
+            if preconditioning is not None:
+
+                def inverse(v):
+                    # The unknowns preconditioned, the quadratures (in the
+                    # implicit function's solve) left as they are.
+                    return jnp.concatenate([preconditioning(v[:size]), v[size:]])
+
+                options["preconditioner"] = lx.FunctionLinearOperator(
+                    lambda z: inverse(weights * z) / weights, structure
+                )
             solution = lx.linear_solve(
-                operator, b / weights, self.linear_solver, throw=False
+                operator, b / weights, self.linear_solver, options=options, throw=False
             )
             return weights * solution.value
 
@@ -498,6 +557,11 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         # found. So the step may be differentiated (forward mode; reverse mode
         # through diffrax's `RecursiveCheckpointAdjoint`); the factors and the
         # step-size decisions it carries on have no derivative.
+        preconditioning = None
+        if self.linear_solver is not None:
+            preconditioning = self._preconditioning(
+                n_t1, unravel(n_predicted), _without_derivatives(args), n_c
+            )
         d_found, (converged, iterations, evaluations, *setup) = iterate()
         d = jax.lax.custom_root(
             lambda d: c * rate(t1, predicted + d) - psi - d,
