@@ -39,7 +39,9 @@ prediction (`jax.linearize`) and solves `(I − c J) Δ = r` by Krylov iteration
 Jacobian-vector products with the step's own `c`. No `n × n` array is formed or
 kept, so nothing is factorised or reused; the price is a Jacobian-vector product per
 Krylov iteration, where the dense path pays `n` of them and an `O(n³)` factorisation
-only now and then.
+only now and then. A user's `preconditioner`, an approximation `A` of the iteration
+matrix that is cheap to solve with (`_preconditioner.py`), is built once a step at
+the prediction and applied as `A⁻¹` to each Krylov iteration.
 
 The step is differentiable: the Newton iteration runs on values without
 derivatives, and `jax.lax.custom_root` gives its solution the derivative of the
