@@ -20,6 +20,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
 import lineax as lx
 import optimistix as optx
 import pytest
@@ -290,8 +291,8 @@ def test_matrix_free_bdf_on_stiff_robertson(adjoint):
 # Reference: diffrax RCA with Kvaerno5 at rtol 1e-11. Bound 1e-6 at rtol 1e-8
 # (observed 2.0e-8 by the continuous adjoint, 8.1e-8 through the steps; 2.0e-8
 # unpreconditioned). The preconditioner changes how fast the Krylov solves converge,
-# not what they converge to: the map it preconditions with, forwards and
-# transposed, is checked on its own by `test_preconditioner_inverse`.
+# not what they converge to: its transpose, which the backward solves apply, is
+# checked on its own by `test_preconditioner_transposed`.
 CELLS = 8
 CELL_CENTRES = jnp.arange(1, CELLS + 1) / (CELLS + 1)
 BRUSSELATOR_Y0 = jnp.concatenate(
@@ -317,15 +318,28 @@ def brusselator_cost(y, p, t):
     return jnp.mean(y[:CELLS] ** 2)
 
 
+def tridiagonal_inverse(diagonal, lower, upper, like):
+    """The operator `r ↦ A⁻¹ r`, `A` tridiagonal, by `jax.lax.linalg`'s solve (which
+    never raises, and transposes)."""
+    zero = jnp.zeros(1, diagonal.dtype)
+    lower, upper = jnp.concatenate([zero, lower]), jnp.concatenate([upper, zero])
+    return lx.FunctionLinearOperator(
+        lambda r: jax.lax.linalg.tridiagonal_solve(lower, diagonal, upper, r[:, None])[
+            :, 0
+        ],
+        jax.eval_shape(lambda: like),
+    )
+
+
 def tridiagonal_preconditioner(y, p, t, c):
-    """`I − c T`, `T` the Jacobian's tridiagonal part (no `u`–`v` coupling)."""
+    """`(I − c T)⁻¹`, `T` the Jacobian's tridiagonal part (no `u`–`v` coupling)."""
     a, b, alpha = p
     u, v = y[:CELLS], y[CELLS:]
     diffusion = alpha * (CELLS + 1) ** 2
     reaction = jnp.concatenate([2 * u * v - (b + 1), -(u**2)])
     diagonal = 1 - c * (reaction - 2 * diffusion)
     coupling = jnp.full(2 * CELLS - 1, -c * diffusion).at[CELLS - 1].set(0.0)
-    return lx.TridiagonalLinearOperator(diagonal, coupling, coupling)
+    return tridiagonal_inverse(diagonal, coupling, coupling, y)
 
 
 PRECONDITIONED_BDF = ja.BDF(
@@ -382,22 +396,100 @@ def test_preconditioned_bdf_on_stiff_brusselator(adjoint):
     assert max_relative_error(grads, expected) < 1e-6
 
 
-def test_preconditioner_inverse():
-    """The map the BDF preconditions with: `A⁻¹ v`, and `A⁻ᵀ v` for the adjoint's
-    transposed iteration matrix, on a tridiagonal `A` that is not symmetric,
-    against the dense inverse to rounding."""
-    from jadjoint._solvers import inverse_of
+# A preconditioner that is nearly exact makes lineax's BiCGStab break down (NaN, a
+# half-step solving exactly, which float32's rounding makes happen): the heat
+# equation `ẋ = D ∂²x/∂z² − k x²` on 20 cells, in float32, preconditioned by the
+# diffusion. The BDF's correction is then the preconditioned residual; without
+# that, the steps that broke down were retried shorter until `max_steps`. Loss:
+# `∫ |x|² dt` plus the states at two save times, against RCA with Kvaerno5 in
+# float64 at rtol 1e-11; bound 1e-3 at rtol 1e-4 in float32 (observed 7.2e-5, the
+# dense BDF's 6.7e-5).
+HEAT_X0 = jnp.sin(jnp.linspace(0.0, 3.0, 20))
+HEAT_P = {"D": jnp.array(400.0), "k": jnp.array(1.0)}
+HEAT_TS = jnp.array([0.1, 0.5])
 
-    diagonal = jnp.linspace(2.0, 3.0, 6)
-    operator = lx.TridiagonalLinearOperator(
-        diagonal, jnp.full(5, -0.5), jnp.linspace(0.1, 0.9, 5)
+
+def heat(x, p, t):
+    ends = jnp.concatenate([jnp.zeros(1, x.dtype), x, jnp.zeros(1, x.dtype)])
+    return p["D"] * jnp.diff(ends, 2) - p["k"] * x**2
+
+
+def heat_cost(x, p, t):
+    return jnp.sum(x**2)
+
+
+def diffusion_preconditioner(x, p, t, c):
+    """`(I − c D ∂²/∂z²)⁻¹`, the reaction left out."""
+    diagonal = jnp.full(x.shape, 1 + 2 * c * p["D"])
+    off_diagonal = jnp.full(x.shape[0] - 1, -c * p["D"])
+    return tridiagonal_inverse(diagonal, off_diagonal, off_diagonal, x)
+
+
+@jax.jit
+@jax.grad
+def heat_loss(p):
+    solver = ja.BDF(
+        linear_solver=lx.BiCGStab(rtol=1e-2, atol=1e-4),
+        preconditioner=diffusion_preconditioner,
     )
-    matrix = operator.as_matrix()
+    solution = ja.solve(
+        ja.Problem.explicit(heat, f=heat_cost),
+        p,
+        0.0,
+        1.0,
+        HEAT_X0.astype(jnp.float32),
+        saveat=HEAT_TS.astype(jnp.float32),
+        solver=solver,
+        rtol=1e-4,
+        atol=1e-6,
+        max_steps=2048,
+    )
+    return solution.cost + jnp.sum(solution.xs)
+
+
+@jax.jit
+@jax.grad
+def heat_reference(p):
+    solver = diffrax.Kvaerno5(root_finder=optx.Newton(rtol=1e-13, atol=1e-13))
+    cost, xs = reference_solve(
+        heat,
+        heat_cost,
+        p,
+        0.0,
+        1.0,
+        HEAT_X0,
+        HEAT_TS,
+        tol=1e-11,
+        atol=1e-13,
+        solver=solver,
+    )
+    return cost + jnp.sum(xs)
+
+
+def test_preconditioned_bicgstab_breakdown():
+    grads = heat_loss(jtu.tree_map(lambda a: a.astype(jnp.float32), HEAT_P))
+    assert max_relative_error(grads, heat_reference(HEAT_P)) < 1e-3
+
+
+def test_preconditioner_transposed():
+    """The preconditioner as the backward solves apply it: `Pᵀ v` (lineax's
+    transpose of the user's operator), for a `P` solving with a tridiagonal that is
+    not symmetric, against the dense inverse transposed, to rounding."""
+    from jadjoint._solvers import applied
+
+    diagonal, lower, upper = (
+        jnp.linspace(2.0, 3.0, 6),
+        jnp.full(5, -0.5),
+        jnp.linspace(0.1, 0.9, 5),
+    )
+    dense = lx.TridiagonalLinearOperator(diagonal, lower, upper).as_matrix()
+    assert not jnp.allclose(dense, dense.T)
     v = jnp.linspace(-1.0, 2.0, 6)
-    forwards = inverse_of(operator)(v)
-    transposed = inverse_of(operator, transposed=True)(v)
-    assert jnp.allclose(forwards, jnp.linalg.solve(matrix, v), rtol=1e-12, atol=0)
-    assert jnp.allclose(transposed, jnp.linalg.solve(matrix.T, v), rtol=1e-12, atol=0)
+    operator = tridiagonal_inverse(diagonal, lower, upper, v)
+    forwards = applied(operator, v)(v)
+    transposed = applied(operator, v, transposed=True)(v)
+    assert jnp.allclose(forwards, jnp.linalg.solve(dense, v), rtol=1e-12, atol=0)
+    assert jnp.allclose(transposed, jnp.linalg.solve(dense.T, v), rtol=1e-12, atol=0)
 
 
 def test_preconditioner_needs_a_matrix_free_solver():

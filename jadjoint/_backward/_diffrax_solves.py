@@ -26,7 +26,7 @@ from .._errors import raise_or_nan
 from .._forward import Segments
 from .._numerics import dense_output, gauss_legendre, over_batches
 from .._options import Options
-from .._solvers import inverse_of, on_flat
+from .._solvers import applied
 from ._integrator import AbstractBackwardIntegrator
 from ._jumps import SavedCotangents
 from ._system import AdjointSystem
@@ -102,15 +102,15 @@ def unpreconditioned(preconditioner, t, y, args, c):
 
 
 def adjoint_preconditioning(preconditioner, t, y, args, c):
-    """A BDF preconditioner's inverse in the backward solves that read `x(t)` from
-    the forward dense output (`args = (system, dense)`), on flat `w`: the adjoint's
+    """A BDF's preconditioner in the backward solves that read `x(t)` from the
+    forward dense output (`args = (system, dense)`), on flat `w`: the adjoint's
     iteration matrix is `(I − c ∂ẋ/∂x)ᵀ` at `x(t)` (time runs backwards, so the
-    solve's `t` is `−t`), so `A⁻ᵀ` with `A = preconditioner(x(t), p, t, c)`."""
+    solve's `t` is `−t`), so `Pᵀ` with `P = preconditioner(x(t), p, t, c)`."""
     system, dense = args
     t = -t
     x = dense_output.evaluate(dense, t)[0]
     operator = preconditioner(x, system.bound().p, t, c)
-    return on_flat(inverse_of(operator, transposed=True), x)
+    return applied(operator, x, transposed=True)
 
 
 def next_step_guess(dt, length, steps):

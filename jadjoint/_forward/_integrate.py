@@ -16,7 +16,7 @@ from .._numerics import Stages
 from .._options import Options
 from .._problem import BoundProblem
 from .._results import RESULTS, first_failure
-from .._solvers import inverse_of, on_flat
+from .._solvers import applied
 
 STATISTICS = ("num_steps", "num_accepted_steps", "num_rejected_steps")
 
@@ -65,13 +65,13 @@ def augmented_rates(t, y, bound: BoundProblem):
 
 
 def forward_preconditioning(preconditioner, t, y, bound: BoundProblem, c):
-    """A BDF preconditioner's inverse in the forward solves (`BDF.with_tolerances`),
-    on flat `(x, cost)`: `A⁻¹` with `A = preconditioner(x, p, t, c)` on `x`, the
-    identity on the cost (no rate depends on it)."""
+    """A BDF's preconditioner in the forward solves (`BDF.with_tolerances`), on
+    flat `(x, cost)`: `P = preconditioner(x, p, t, c)` on `x`, the identity on the
+    cost (no rate depends on it)."""
     x, _ = y
-    inverse = on_flat(inverse_of(preconditioner(x, bound.p, t, c)), x)
+    mv = applied(preconditioner(x, bound.p, t, c), x)
     size = jax.flatten_util.ravel_pytree(x)[0].size
-    return lambda v: jnp.concatenate([inverse(v[:size]), v[size:]])
+    return lambda v: jnp.concatenate([mv(v[:size]), v[size:]])
 
 
 def cost_dtype(x: PyTree):

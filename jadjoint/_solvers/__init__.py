@@ -7,4 +7,4 @@ from ._bdf import (
     BDFInterpolation as BDFInterpolation,
     BDFStepSize as BDFStepSize,
 )
-from ._preconditioner import inverse_of as inverse_of, on_flat as on_flat
+from ._preconditioner import applied as applied

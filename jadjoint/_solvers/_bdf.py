@@ -39,9 +39,9 @@ prediction (`jax.linearize`) and solves `(I − c J) Δ = r` by Krylov iteration
 Jacobian-vector products with the step's own `c`. No `n × n` array is formed or
 kept, so nothing is factorised or reused; the price is a Jacobian-vector product per
 Krylov iteration, where the dense path pays `n` of them and an `O(n³)` factorisation
-only now and then. A user's `preconditioner`, an approximation `A` of the iteration
-matrix that is cheap to solve with (`_preconditioner.py`), is built once a step at
-the prediction and applied as `A⁻¹` to each Krylov iteration.
+only now and then. A user's `preconditioner`, an approximation `P` of the iteration
+matrix's inverse (`_preconditioner.py`), is built once a step at the prediction and
+applied in each Krylov iteration.
 
 The step is differentiable: the Newton iteration runs on values without
 derivatives, and `jax.lax.custom_root` gives its solution the derivative of the
@@ -70,7 +70,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, PyTree
 
-from ._preconditioner import inverse_of, on_flat
+from ._preconditioner import applied
 
 MAX_ORDER = 5
 NEWTON_MAX_ITERATIONS = 4
@@ -206,18 +206,23 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         through the steps (`DiscretiseThenOptimise`, forward mode) a zero
         cotangent stops the derivative with lineax's error. `GMRES` does neither.
     - `preconditioner`: with a matrix-free `linear_solver`, a function
-        `(x, p, t, c) -> A` giving a lineax operator `A ≈ I − c ∂ẋ/∂x` (the
-        iteration matrix at the state `x`, the parameters `p`, the time `t`, for
-        the step's `c > 0`), in `x`'s structure, that is cheap to solve with: each
-        Krylov solve is preconditioned by `A⁻¹`, by the solver lineax picks for
-        `A`'s structure (`lineax.TridiagonalLinearOperator`,
-        `lineax.DiagonalLinearOperator`, or a small matrix for LU). `A` is built
-        once a step, at the prediction, and the same Krylov iterations then take
-        far fewer steps when `A` holds the stiff part of the Jacobian (the
-        diffusion of a reaction–diffusion system, say). jadjoint's backward solves
-        use `A⁻ᵀ`, at the forward `x(t)`. With `diffrax.diffeqsolve` directly the
-        arguments are `(y, args, t, c)`, in the solve's time (`t` negated for a
-        solve backwards in time).
+        `(x, p, t, c) -> P` giving a lineax operator `P ≈ (I − c ∂ẋ/∂x)⁻¹`, the
+        inverse of the iteration matrix at the state `x`, the parameters `p`, the
+        time `t`, for the step's `c > 0`, in `x`'s structure (lineax's own
+        convention for a Krylov solver's `preconditioner`): for example a
+        `lineax.FunctionLinearOperator` that solves with the stiff part of the
+        iteration matrix (a diffusion stencil's tridiagonal by
+        `jax.lax.linalg.tridiagonal_solve`; the blocks of a block-diagonal one,
+        factorised in the function and solved with in the operator). Solve with
+        `jax.lax.linalg` there, not `lineax.linear_solve`, whose transposed solve
+        raises on the NaN a Krylov solver that broke down passes on. `P` is built
+        once a step, at the prediction, and applied in each Krylov iteration,
+        which then take far fewer; where BiCGStab breaks down, the correction is
+        `P r` instead, `r` Newton's residual (Newton's tests judge it). jadjoint's
+        backward solves apply `Pᵀ` (lineax transposes `P`), at the forward
+        `x(t)`. With `diffrax.diffeqsolve` directly the arguments are
+        `(y, args, t, c)`, in the solve's time (`t` negated for a solve backwards
+        in time).
     - `implicit_size`: how many leading entries of the flattened state Newton solves
         for (default: all). The others are quadratures, as CVODES has them: no rate
         depends on them, so they are no unknowns of Newton and no part of its
@@ -267,9 +272,9 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         """This solver with the given error tolerances and norm, Newton's
         unknowns the first `implicit_size` entries (all by default), and, for a
         `preconditioner`, the function `approximate_inverse(preconditioner, t, y,
-        args, c)` that gives its inverse as a map of flat vectors of Newton's
-        unknowns, `y` the solve's state (by default `preconditioner(y, args, t,
-        c)⁻¹` on the whole flattened state), or `None` for no preconditioning."""
+        args, c)` that applies it as a map of flat vectors of Newton's unknowns,
+        `y` the solve's state (by default `preconditioner(y, args, t, c)` on the
+        whole flattened state), or gives `None` for no preconditioning."""
         return BDF(
             rtol=rtol,
             atol=atol,
@@ -282,14 +287,14 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         )
 
     def _preconditioning(self, t, y, args, c) -> Callable | None:
-        """`v ↦ A⁻¹ v` on flat vectors of Newton's unknowns, `A` the
-        preconditioner's approximation of the iteration matrix at `(t, y)`; `None`
-        without a preconditioner."""
+        """`v ↦ P v` on flat vectors of Newton's unknowns, `P` the
+        preconditioner's approximation of the iteration matrix's inverse at
+        `(t, y)`; `None` without a preconditioner."""
         if self.preconditioner is None:
             return None
         if self.approximate_inverse is not None:
             return self.approximate_inverse(self.preconditioner, t, y, args, c)
-        return on_flat(inverse_of(self.preconditioner(y, args, t, c)), y)
+        return applied(self.preconditioner(y, args, t, c), y)
 
     def _unknowns(self, size: int) -> int:
         """How many leading entries of a flat state of `size` Newton solves for."""
@@ -534,10 +539,16 @@ class BDF(diffrax.AbstractAdaptiveSolver):
                 """`0` for a zero residual without a solve (lineax's BiCGStab
                 would divide zero by zero). A Krylov solve stopped short of its
                 tolerance still gives a correction: Newton's own tests judge it
-                (an inexact Newton step)."""
+                (an inexact Newton step). So does the preconditioned residual
+                `P r` where the solve broke down (lineax's BiCGStab gives NaN
+                when a half-step solves exactly, which a good preconditioner
+                makes likely)."""
                 zero = jnp.all(residual == 0)
                 rhs = jnp.where(zero, 1, residual)
                 step = scaled_solve(lambda v: v - n_c * jvp(v), rhs, scale)
+                if preconditioning is not None:
+                    broke_down = ~jnp.all(jnp.isfinite(step))
+                    step = jnp.where(broke_down, preconditioning(rhs), step)
                 return jnp.where(zero, 0, step)
 
             converged, iterations, d = newton(correction)
