@@ -220,7 +220,8 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         which then take far fewer; where BiCGStab breaks down, the correction is
         `P r` instead, `r` Newton's residual (Newton's tests judge it). jadjoint's
         backward solves apply `Pᵀ` (lineax transposes `P`), at the forward
-        `x(t)`. With `diffrax.diffeqsolve` directly the arguments are
+        `x(t)`; `BacksolveAdjoint`'s, which re-integrate `x` with the adjoint,
+        are not preconditioned. With `diffrax.diffeqsolve` directly the arguments are
         `(y, args, t, c)`, in the solve's time (`t` negated for a solve backwards
         in time).
     - `implicit_size`: how many leading entries of the flattened state Newton solves
@@ -517,13 +518,13 @@ class BDF(diffrax.AbstractAdaptiveSolver):
             options = {}
             if preconditioning is not None:
 
-                def inverse(v):
+                def preconditioned(v):
                     # The unknowns preconditioned, the quadratures (in the
                     # implicit function's solve) left as they are.
                     return jnp.concatenate([preconditioning(v[:size]), v[size:]])
 
                 options["preconditioner"] = lx.FunctionLinearOperator(
-                    lambda z: inverse(weights * z) / weights, structure
+                    lambda z: preconditioned(weights * z) / weights, structure
                 )
             solution = lx.linear_solve(
                 operator, b / weights, self.linear_solver, options=options, throw=False
