@@ -32,6 +32,11 @@ from ._jumps import SavedCotangents
 from ._system import AdjointSystem
 
 
+def unpreconditioned(preconditioner, t, y, args, c):
+    """No preconditioning: a solve whose state the preconditioner does not see."""
+    return None
+
+
 def solve_backwards(
     rates,
     y_right: PyTree,
@@ -44,7 +49,7 @@ def solve_backwards(
     linear: bool,
     carries_q: bool = True,
     dense: bool = False,
-    approximate_inverse: Callable | None = None,
+    approximate_inverse: Callable = unpreconditioned,
 ):
     """`y(t_left)` from `y(t_right)`, `t_left ≤ t_right`, by one diffrax solve in
     reversed time, and the number of accepted steps; with `dense`, also the diffrax
@@ -58,7 +63,7 @@ def solve_backwards(
     `y`: a Runge–Kutta step then costs a few array operations, not a few per leaf
     of `y` (a neural network's parameters in `q` have many leaves, and on CPU each
     operation in the loop carries a fixed cost). `approximate_inverse`: how a
-    BDF's preconditioner applies (`BDF.with_tolerances`; `None`: not at all)."""
+    BDF's preconditioner applies (`BDF.with_tolerances`; by default not at all)."""
     flat_right, unravel = jax.flatten_util.ravel_pytree(y_right)
     controlled = None
     if carries_q:
@@ -74,7 +79,7 @@ def solve_backwards(
         options.configured_solver(
             controlled,
             linear=linear,
-            approximate_inverse=approximate_inverse or unpreconditioned,
+            approximate_inverse=approximate_inverse,
         ),
         t_right,
         t_left,
@@ -94,11 +99,6 @@ def solve_backwards(
     if not dense:
         return y_left, steps
     return y_left, steps, solution, unravel
-
-
-def unpreconditioned(preconditioner, t, y, args, c):
-    """No preconditioning: a solve whose state the preconditioner does not see."""
-    return None
 
 
 def adjoint_preconditioning(preconditioner, t, y, args, c):

@@ -412,11 +412,14 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         c = h / alpha[order]
         n_predicted, n_psi, n_c, n_t1 = jax.lax.stop_gradient((predicted, psi, c, t1))
         n_times = jax.lax.stop_gradient((t0, t1))
-        n_rate = self._flat_rate(terms, *n_times, y0, _without_derivatives(args))
+        n_args = _without_derivatives(args)
+        n_rate = self._flat_rate(terms, *n_times, y0, n_args)
         n_state = _without_derivatives(state)
         size = self._unknowns(flat0.size)
         full_scale = self.atol + self.rtol * jnp.abs(n_predicted)
         scale = full_scale[:size]
+
+        preconditioning = self._preconditioning(n_t1, unravel(n_predicted), n_args, n_c)
 
         def newton(correction):
             """The simplified Newton iteration from `predicted`, each correction
@@ -571,11 +574,6 @@ class BDF(diffrax.AbstractAdaptiveSolver):
         # found. So the step may be differentiated (forward mode; reverse mode
         # through diffrax's `RecursiveCheckpointAdjoint`); the factors and the
         # step-size decisions it carries on have no derivative.
-        preconditioning = None
-        if self.linear_solver is not None:
-            preconditioning = self._preconditioning(
-                n_t1, unravel(n_predicted), _without_derivatives(args), n_c
-            )
         d_found, (converged, iterations, evaluations, *setup) = iterate()
         d = jax.lax.custom_root(
             lambda d: c * rate(t1, predicted + d) - psi - d,
